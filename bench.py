@@ -1,0 +1,283 @@
+"""Rollout and training-step speed: this project's hard / soft / fuzzy rollouts against transformers' `generate`
+on the same weights, and one full RLOO step (PAPER.md §5) split into its parts.
+
+    python bench.py                                      # one GPU: SmolLM2-135M and Llama-3.2-3B shapes, batch 32 and 256
+    python bench.py --tiny --device cpu --batch 4 --cot 8 --answer 4     # CPU smoke test (CI)
+    python bench.py --shapes smollm2-135m --batch 32 --prompt-len 32 --cot 32 --answer 8 --device cpu \
+                    --train-shape smollm2-135m --train-cot 32 --json bench.json
+
+Weights are random: decoding speed does not depend on their values. Every rollout runs its full CoT and answer
+budget (see `fixed_length_matcher` and `SyntheticTokenizer`), so all methods do the same number of steps.
+"""
+
+import argparse
+import json
+import os
+import platform
+import random
+import re
+import resource
+import shlex
+import sys
+import time
+from contextlib import contextmanager, nullcontext
+
+import torch
+
+from model import ModelConfig, Transformer
+from rloo import rloo_advantages, rloo_loss
+from rollout import PREFILL_BUDGET, PREFILL_EARLY, StopMatcher, generate, log_prob
+
+parser = argparse.ArgumentParser(description="Benchmark rollouts (vs transformers' generate) and one RLOO step.")
+parser.add_argument("--shapes", default="smollm2-135m,llama-3.2-3b", help="comma-separated model shapes")
+parser.add_argument("--batch", default="32,256", help="comma-separated rollout batch sizes")
+parser.add_argument("--prompt-len", type=int, default=128)
+parser.add_argument("--cot", type=int, default=256, help="CoT steps of the rollout benchmark")
+parser.add_argument("--answer", type=int, default=32, help="answer steps (rollouts and the training step)")
+parser.add_argument("--modes", default="hard,soft,fuzzy")
+parser.add_argument("--no-transformers", action="store_true", help="skip the transformers comparison")
+parser.add_argument("--tiny", action="store_true", help="a tiny shape for everything (CPU smoke test)")
+parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+parser.add_argument("--json", help="also write every number to this file")
+parser.add_argument("--skip-train-step", action="store_true")
+parser.add_argument("--train-shape", default="llama-3.2-3b")
+parser.add_argument("--train-samples", type=int, default=32, help="samples of the one prompt of the training step")
+parser.add_argument("--train-cot", type=int, default=128, help="CoT steps of the training step")
+parser.add_argument("--micro-batch", type=int, default=8, help="rows per log-prob forward/backward")
+
+LLAMA3_ROPE = {"rope_type": "llama3", "factor": 32.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+               "original_max_position_embeddings": 8192}
+SHAPES = {
+    "smollm2-135m": ModelConfig(vocab_size=49152, dim=576, n_layers=30, n_heads=9, n_kv_heads=3, head_dim=64,
+                                hidden_dim=1536, tie_embeddings=True),
+    "llama-3.2-3b": ModelConfig(vocab_size=128256, dim=3072, n_layers=28, n_heads=24, n_kv_heads=8, head_dim=128,
+                                hidden_dim=8192, rope_theta=500000.0, rope_scaling=LLAMA3_ROPE, max_seq_len=131072,
+                                tie_embeddings=True),
+    # Llama-3-style rope scaling here too, so the same-weights test also covers it
+    "tiny": ModelConfig(vocab_size=512, dim=64, n_layers=2, n_heads=4, n_kv_heads=2, head_dim=16, hidden_dim=128,
+                        rope_theta=500000.0, rope_scaling=LLAMA3_ROPE, max_seq_len=131072, tie_embeddings=True),
+}
+
+
+# --------------------------------------------------------------------------- random models and a synthetic tokenizer
+
+def build_models(cfg: ModelConfig, device, dtype, with_transformers: bool, seed: int = 0):
+    """Our Transformer with random weights, made on `device` directly in `dtype` (no float32 copy of a 3B model),
+    and transformers' LlamaForCausalLM holding a copy of the same weights (or None)."""
+    torch.manual_seed(seed)
+    default_dtype = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        with torch.device(device):
+            model, hf = Transformer(cfg).eval(), None
+            if with_transformers:
+                from transformers import LlamaConfig, LlamaForCausalLM  # a dev dependency: imported only here
+                hf = LlamaForCausalLM(LlamaConfig(**cfg.to_hf(dtype))).eval()
+                # our module names are Hugging Face's minus the "model." prefix
+                hf.load_state_dict({k if k.startswith("lm_head") else "model." + k: v
+                                    for k, v in model.state_dict().items()})
+    finally:
+        torch.set_default_dtype(default_dtype)
+    return model, hf
+
+
+class SyntheticTokenizer:
+    """What rollout.py needs of a tokenizer, for random-weight models: ids < 256 are single bytes, then the words
+    of the prefill texts (so a prefill takes ~5 steps, as with a real BPE), then random 2-4 letter strings.
+    EOS is one id past the model's vocabulary: the model can never produce it, so no row stops early."""
+
+    def __init__(self, model_vocab: int, seed: int = 0):
+        rng = random.Random(seed)
+        words = {w.encode() for text in (PREFILL_EARLY, PREFILL_BUDGET) for w in re.findall(r" ?\S+", text)}
+        self.words = {w: 256 + i for i, w in enumerate(sorted(words, key=len, reverse=True))}  # longest first
+        self.token_bytes = [bytes([i]) for i in range(256)] + list(self.words)
+        while len(self.token_bytes) < model_vocab:
+            self.token_bytes.append(bytes(rng.choices(b"abcdefghijklmnopqrstuvwxyz", k=rng.randint(2, 4))))
+        self.token_bytes.append(b"")
+        self.vocab_size, self.eos_id, self.pad_id = model_vocab + 1, model_vocab, 0
+        self.stop_ids = {self.eos_id}
+
+    def encode(self, text: str) -> list[int]:  # greedy: a whole word where one starts, else one byte
+        data, ids = text.encode(), []
+        while data:
+            word = next((w for w in self.words if data.startswith(w)), data[:1])
+            ids.append(self.words.get(word, word[0]))
+            data = data[len(word):]
+        return ids
+
+    def decode(self, ids) -> str:
+        return b"".join(self.token_bytes[i] for i in ids).decode("utf-8", errors="replace")
+
+
+def fixed_length_matcher(vocab_size: int, device) -> StopMatcher:
+    """A stop matcher that reads every token as "x": the CoT never ends with the stop text and the answer's
+    brace never closes, so every row runs the full CoT and answer budgets (same cost per table row as real text)."""
+    return StopMatcher([b"x"] * vocab_size, device)
+
+
+# --------------------------------------------------------------------------- timing
+
+def sync(device):
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+@contextmanager
+def clock(times: dict, key: str, device):
+    """Add the wall time of the block to times[key]; the device is synchronised so queued kernels count."""
+    sync(device)
+    start = time.perf_counter()
+    yield
+    sync(device)
+    times[key] = times.get(key, 0.0) + time.perf_counter() - start
+
+
+def reset_peak(device):
+    if torch.device(device).type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def peak_gib(device) -> float:
+    """Peak GPU memory since the last reset, or on CPU the process's peak resident memory so far (Linux: KiB)."""
+    if torch.device(device).type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**30
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+
+
+def print_table(header: list[str], rows: list[list]):
+    print("| " + " | ".join(header) + " |\n|" + "---|" * len(header))
+    for row in rows:
+        print("| " + " | ".join(f"{v:,.1f}" if isinstance(v, float) else str(v) for v in row) + " |")
+
+
+# --------------------------------------------------------------------------- rollouts vs transformers' generate
+
+def bench_rollouts(shape: str, args, device, dtype, modes: list[str], with_hf: bool) -> list[dict]:
+    cfg = SHAPES[shape]
+    model, hf = build_models(cfg, device, dtype, with_hf)
+    tok, matcher = SyntheticTokenizer(cfg.vocab_size), fixed_length_matcher(cfg.vocab_size, device)
+    results = []
+    for batch in map(int, args.batch.split(",")):
+        prompts = torch.randint(0, cfg.vocab_size, (batch, args.prompt_len), generator=torch.Generator().manual_seed(batch))
+
+        def ours(mode, cot, answer):
+            r = generate(model, tok, prompts.tolist(), mode, max_cot_tokens=cot, max_answer_tokens=answer, matcher=matcher)
+            if int(r.cot_lens.min()) != cot or int(r.answer_lens.min()) != answer:
+                raise RuntimeError(f"{mode} rollout stopped early: the step counts would not be comparable")
+            return r.tokens.shape[1]  # steps: CoT + prefill + answer
+
+        def theirs(cot, answer):  # plain sampling at temperature 1, like our hard CoT; it cannot stop early
+            ids = prompts.to(device)
+            out = hf.generate(ids, attention_mask=torch.ones_like(ids), do_sample=True, temperature=1.0, top_k=0,
+                              top_p=1.0, max_new_tokens=cot + answer, min_new_tokens=cot + answer, use_cache=True,
+                              pad_token_id=tok.pad_id, eos_token_id=tok.eos_id)
+            return out.shape[1] - args.prompt_len
+
+        methods = {m: (lambda cot, answer, m=m: ours(m, cot, answer)) for m in modes}
+        if hf is not None:
+            methods["transformers"] = theirs
+        for method, run in methods.items():
+            run(min(args.cot, 16), min(args.answer, 8))  # warm-up: kernels, cuBLAS handles, allocator pools
+            reset_peak(device)
+            times = {}
+            with clock(times, "s", device):
+                steps = run(args.cot, args.answer)
+            results.append({"shape": shape, "batch": batch, "method": method, "steps": steps, "seconds": times["s"],
+                            "tokens_per_s": steps * batch / times["s"], "ms_per_step": 1000 * times["s"] / steps,
+                            "peak_gib": peak_gib(device)})
+            print(f"  {shape} batch {batch} {method}: {results[-1]['tokens_per_s']:,.0f} tokens/s", file=sys.stderr)
+    for r in results:
+        ref = next((x for x in results if x["batch"] == r["batch"] and x["method"] == "transformers"), None)
+        r["vs_transformers"] = r["tokens_per_s"] / ref["tokens_per_s"] if ref else None
+    return results
+
+
+# --------------------------------------------------------------------------- one RLOO training step
+
+def bench_train_step(shape: str, args, device) -> dict:
+    """1 prompt × G samples, fuzzy CoT, as train.py does it: float32 master weights, bf16 autocast on GPU,
+    activation checkpointing, micro-batched log-prob forward + backward, gradient clipping and AdamW."""
+    cfg, G = SHAPES[shape], args.train_samples
+    model, _ = build_models(cfg, device, torch.float32, with_transformers=False)
+    model.gradient_checkpointing = True
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-6)
+    tok, matcher = SyntheticTokenizer(cfg.vocab_size), fixed_length_matcher(cfg.vocab_size, device)
+    prompt = torch.randint(0, cfg.vocab_size, (args.prompt_len,), generator=torch.Generator().manual_seed(0)).tolist()
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if torch.device(device).type == "cuda" else nullcontext()
+
+    def step() -> dict:
+        times = {}
+        model.eval()
+        with clock(times, "rollout", device), autocast:
+            roll = generate(model, tok, [prompt], "fuzzy", samples_per_prompt=G, max_cot_tokens=args.train_cot,
+                            max_answer_tokens=args.answer, matcher=matcher)
+        advantages = rloo_advantages(torch.rand(1, G, device=device)).flatten()  # random rewards: speed is the same
+        model.train()
+        for i in range(0, G, args.micro_batch):
+            with clock(times, "log-prob forward", device), autocast:
+                loss = rloo_loss(log_prob(model, roll.select(slice(i, i + args.micro_batch))),
+                                 advantages[i:i + args.micro_batch], total=G)
+            with clock(times, "backward", device):
+                loss.backward()
+        with clock(times, "optimizer", device):
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+        return times
+
+    step()  # warm-up; it also allocates AdamW's state, which every later step has
+    reset_peak(device)
+    times = step()
+    return {"shape": shape, "samples": G, "cot": args.train_cot, "answer": args.answer,
+            "micro_batch": args.micro_batch, "seconds": times, "total_s": sum(times.values()),
+            "peak_gib": peak_gib(device)}
+
+
+# --------------------------------------------------------------------------- main
+
+def main(argv=None):
+    args = parser.parse_args(argv)
+    device = torch.device(args.device)
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    shapes = ["tiny"] if args.tiny else args.shapes.split(",")
+    modes = args.modes.split(",")
+    for name in shapes + ([] if args.skip_train_step else [args.train_shape]):
+        if name not in SHAPES:
+            raise ValueError(f"unknown shape {name!r}; known: {sorted(SHAPES)}")
+    if any(m not in ("hard", "soft", "fuzzy") for m in modes):
+        raise ValueError(f"--modes must be a subset of hard,soft,fuzzy, got {args.modes!r}")
+    with_hf = not args.no_transformers
+    if with_hf:
+        try:
+            import transformers  # noqa: F401
+        except ImportError:
+            print("transformers is not installed: skipping the comparison (pip install -r requirements-dev.txt)")
+            with_hf = False
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU {platform.processor() or platform.machine()} ({os.cpu_count()} cores)"
+    print(f"device: {name}, torch {torch.__version__}, {str(dtype).removeprefix('torch.')}, "
+          f"prompt {args.prompt_len}, CoT {args.cot} + answer {args.answer}\n")
+
+    rows = [r for shape in shapes for r in bench_rollouts(shape, args, device, dtype, modes, with_hf)]
+    mem = "peak GiB" if device.type == "cuda" else "peak RSS GiB (process)"
+    print_table(["shape", "batch", "method", "steps", "tokens/s", "ms/step", "vs transformers", mem],
+                [[r["shape"], r["batch"], r["method"], r["steps"], r["tokens_per_s"], r["ms_per_step"],
+                  f"{r['vs_transformers']:.2f}x" if r["vs_transformers"] else "-", f"{r['peak_gib']:.2f}"] for r in rows])
+
+    train = None
+    if not args.skip_train_step:
+        train = bench_train_step("tiny" if args.tiny else args.train_shape, args, device)
+        print(f"\nRLOO step: {train['shape']}, 1 prompt x {train['samples']} samples, fuzzy, CoT {train['cot']} + answer "
+              f"{train['answer']}, micro-batch {train['micro_batch']}, activation checkpointing, fp32 weights"
+              + (" + bf16 autocast" if device.type == "cuda" else ""))
+        print_table(["part", "seconds", "share"], [[k, f"{v:.3f}", f"{v / train['total_s']:.0%}"]
+                                                  for k, v in {**train["seconds"], "total": train["total_s"]}.items()])
+        print(f"{mem}: {train['peak_gib']:.2f}")
+
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"device": name, "torch": torch.__version__, "dtype": str(dtype), "command": shlex.join([sys.argv[0], *(sys.argv[1:] if argv is None else argv)]),
+                       "args": vars(args), "rollouts": rows, "train_step": train}, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()

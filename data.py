@@ -1,0 +1,310 @@
+"""Data: datasets, the prompt (§6), answer extraction, Math-Verify checking, the reward (§5, Eq. 11), pass@k (§7).
+
+    from data import load_dataset, build_prompt, reward, pass_at_k
+    problems = load_dataset("gsm8k", "test")             # list[Problem(question, answer)]
+    prompt = build_prompt(problems[0].question)           # the paper's raw-text prompt
+    reward("... The final answer is: \\boxed{18}.", "18")  # 100.0
+
+Datasets (a local `data_path` replaces the download; a folder holds `{split}.jsonl` or `{split}.parquet`):
+- gsm8k: openai/gsm8k ("main"), train (7,273) / validation (the last 200 of the official train file) / test
+  (1,319). The label is the number after "####", commas removed.
+- math500: HuggingFaceH4/MATH-500, test (500).
+- olympiadbench: math-ai/olympiadbench, test: the 675 English, text-only maths questions with final answers
+  (OlympiadBench's OE_TO_maths_en_COMP, the set the paper uses); rows with images are dropped.
+- arithmetic: word problems generated here, no download (train 5,000 / validation 200 / test 500).
+Hub files are downloaded once into the Hugging Face cache and read from there afterwards, offline too.
+"""
+
+import functools
+import hashlib
+import json
+import math
+import os
+import random
+import threading
+from dataclasses import dataclass
+
+from huggingface_hub import hf_hub_download
+from math_verify import ExprExtractionConfig, LatexExtractionConfig, parse, verify
+
+
+@dataclass(frozen=True)
+class Problem:
+    question: str
+    answer: str  # the gold label, e.g. "18" or "\frac{\sqrt{3}}{2}"
+
+
+# -----------------------------------------------------------------------------
+# datasets
+
+# name -> (Hub repo, {split: file in the repo})
+HUB = {
+    "gsm8k": ("openai/gsm8k", {"train": "main/train-00000-of-00001.parquet",
+                               "test": "main/test-00000-of-00001.parquet"}),
+    "math500": ("HuggingFaceH4/MATH-500", {"test": "test.jsonl"}),
+    "olympiadbench": ("math-ai/olympiadbench", {"test": "test.jsonl"}),
+}
+GSM8K_VALIDATION = 200  # held out from the end of GSM8K's train file for model selection (§5)
+ARITHMETIC_SIZES = {"train": 5000, "validation": 200, "test": 500}
+
+
+def load_dataset(name: str, split: str, data_path: str | None = None, limit: int | None = None,
+                 seed: int = 0, difficulty: int = 1) -> list[Problem]:
+    """The problems of one split, in file order. `seed` and `difficulty` only apply to "arithmetic"."""
+    if name == "arithmetic":
+        problems = [p for p, _ in arithmetic_problems(split, seed=seed, difficulty=difficulty)]
+        return problems[:limit]
+    if name not in HUB:
+        raise ValueError(f"unknown dataset {name!r}; choose from {sorted(HUB) + ['arithmetic']}")
+    repo, files = HUB[name]
+    file_split = "train" if (name, split) == ("gsm8k", "validation") else split
+    if file_split not in files:
+        raise ValueError(f"dataset {name!r} has no split {split!r}; it has {sorted(files)}"
+                         + (" and 'validation'" if name == "gsm8k" else ""))
+    if data_path is None:
+        try:
+            path = hf_hub_download(repo, files[file_split], repo_type="dataset")
+        except Exception as e:  # offline with an empty cache, a moved file, a Hub outage...
+            raise FileNotFoundError(f"could not get dataset {name!r} ({repo}/{files[file_split]}): {e}\n"
+                                    f"Download it once with network access, or pass --data-path to a "
+                                    f"local .jsonl/.parquet copy.") from e
+    elif os.path.isdir(data_path):
+        found = [os.path.join(data_path, file_split + ext) for ext in (".jsonl", ".parquet")]
+        found = [f for f in found if os.path.isfile(f)]
+        if not found:
+            raise FileNotFoundError(f"{data_path} holds neither {file_split}.jsonl nor {file_split}.parquet")
+        path = found[0]
+    elif os.path.isfile(data_path):
+        path, split = data_path, "file"  # a single file is taken whole: no validation carve-out
+    else:
+        raise FileNotFoundError(f"--data-path {data_path} does not exist")
+
+    problems = []
+    for where, row in _read_rows(path):
+        problem = _to_problem(name, row, where)
+        if problem is not None:
+            problems.append(problem)
+    if not problems:
+        raise ValueError(f"{path} holds no usable {name} problems")
+    if name == "gsm8k" and split in ("train", "validation"):
+        cut = len(problems) - GSM8K_VALIDATION
+        problems = problems[:cut] if split == "train" else problems[cut:]
+    return problems[:limit]
+
+
+def _read_rows(path: str):
+    """Yield (location for error messages, row dict) from a JSONL or parquet file."""
+    if path.endswith(".parquet"):
+        try:
+            import pyarrow.parquet  # only for parquet files, so not a run-time requirement
+        except ImportError:
+            raise ImportError(f"reading {path} needs pyarrow: pip install pyarrow "
+                              f"(or convert the file to JSONL)") from None
+        try:
+            rows = pyarrow.parquet.read_table(path).to_pylist()
+        except Exception as e:  # pyarrow's own errors do not say which file
+            raise ValueError(f"{path}: not a readable parquet file ({e})") from None
+        for i, row in enumerate(rows):
+            yield f"{path}, row {i}", row
+        return
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{path}:{lineno}: not valid JSON ({e})") from None
+            if not isinstance(row, dict):
+                raise ValueError(f"{path}:{lineno}: expected a JSON object, got {type(row).__name__}")
+            yield f"{path}:{lineno}", row
+
+
+def _field(row: dict, names: tuple[str, ...], where: str):
+    for n in names:
+        if row.get(n) is not None:
+            return row[n]
+    raise ValueError(f"{where}: missing field {' or '.join(map(repr, names))}")
+
+
+def _to_problem(name: str, row: dict, where: str) -> Problem | None:
+    if name == "gsm8k":
+        question, solution = _field(row, ("question",), where), str(_field(row, ("answer",), where))
+        if "####" not in solution:
+            raise ValueError(f"{where}: GSM8K answer does not end with '#### <number>'")
+        return Problem(question, solution.split("####")[-1].strip().replace(",", ""))
+    if name == "olympiadbench":
+        # Keep the paper's subset: English text-only maths (image questions carry <image_N> tags).
+        if row.get("modality", "Text-only") != "Text-only" or row.get("language", "English") != "English" \
+                or any(row.get(f"image_{i}") for i in range(1, 10)):
+            return None
+        answer = _field(row, ("final_answer", "answer"), where)
+        answers = answer if isinstance(answer, list) else [answer]  # several answers: "a, b"
+        return Problem(_field(row, ("question", "problem"), where),
+                       ", ".join(str(a).strip().strip("$").strip() for a in answers))
+    return Problem(_field(row, ("problem", "question"), where), str(_field(row, ("answer",), where)))
+
+
+# -----------------------------------------------------------------------------
+# arithmetic: a procedural task small enough for SmolLM2-135M to earn reward at difficulty 1
+
+NAMES = ["Tom", "Anna", "Ben", "Lucy", "Sam", "Mia", "Leo", "Emma", "Max", "Zoe", "Noah", "Lily"]
+ITEMS = ["apples", "pencils", "stickers", "marbles", "cookies", "books", "coins", "stamps", "cards",
+         "balloons", "shells", "flowers"]
+
+
+def arithmetic_problem(rng: random.Random, difficulty: int) -> tuple[Problem, str]:
+    """One problem with `difficulty` operations on numbers up to 10·difficulty, and the arithmetic expression
+    it encodes, e.g. ("Tom has 8 apples. Tom buys 3 bags with 4 apples each. ...", "((8 + 3 * 4) - 5)").
+    Every count along the way is a non-negative integer."""
+    hi = 10 * difficulty
+    name, item = rng.choice(NAMES), rng.choice(ITEMS)
+    x = rng.randint(2, hi)
+    expr, sentences = str(x), [f"{name} has {x} {item}."]
+    for _ in range(difficulty):
+        op = rng.choice(["add", "sub", "bags", "times", "half"] if x % 2 == 0 else ["add", "sub", "bags", "times"])
+        if op == "add":
+            n = rng.randint(2, hi)  # counts in the text are >= 2, so "1 apples" never appears
+            x, expr, s = x + n, f"({expr} + {n})", f"{name} finds {n} more {item}."
+        elif op == "sub" and x > 2:
+            n = rng.randint(2, min(hi, x - 1))
+            x, expr, s = x - n, f"({expr} - {n})", f"{name} gives away {n} {item}."
+        elif op in ("bags", "sub"):  # "sub" lands here when too few are left to give away
+            k, m = rng.randint(2, 4), rng.randint(2, max(5, hi // 2))
+            x, expr, s = x + k * m, f"({expr} + {k} * {m})", f"{name} buys {k} bags with {m} {item} each."
+        elif op == "times":
+            k = rng.choice([2, 3])
+            x, expr, s = x * k, f"({expr} * {k})", f"Then the number of {item} {['doubles', 'triples'][k - 2]}."
+        else:
+            x, expr, s = x // 2, f"({expr} / 2)", f"{name} gives half of the {item} to a friend."
+        sentences.append(s)
+    sentences.append(f"How many {item} does {name} have now?")
+    return Problem(" ".join(sentences), str(x)), expr
+
+
+def arithmetic_split(question: str) -> str:
+    """The split a question text belongs to, fixed by its hash: splits are disjoint for every seed."""
+    bucket = int(hashlib.sha256(question.encode()).hexdigest(), 16) % 20
+    return "test" if bucket < 2 else "validation" if bucket == 2 else "train"
+
+
+def arithmetic_problems(split: str, seed: int = 0, difficulty: int = 1, n: int | None = None):
+    """`n` distinct (Problem, expression) pairs of `split`, the same for the same (split, seed, difficulty)."""
+    if split not in ARITHMETIC_SIZES:
+        raise ValueError(f"arithmetic has splits {sorted(ARITHMETIC_SIZES)}, not {split!r}")
+    if difficulty < 1:
+        raise ValueError(f"difficulty must be >= 1, got {difficulty}")
+    n = ARITHMETIC_SIZES[split] if n is None else n
+    rng = random.Random(f"arithmetic/{split}/{seed}/{difficulty}")  # str seeds hash the same in every process
+    out, seen = [], set()
+    for _ in range(1000 * n):  # a bound, so that asking for more problems than exist cannot loop forever
+        if len(out) == n:
+            break
+        problem, expr = arithmetic_problem(rng, difficulty)
+        if problem.question not in seen and arithmetic_split(problem.question) == split:
+            seen.add(problem.question)
+            out.append((problem, expr))
+    if len(out) < n:
+        raise ValueError(f"could only make {len(out)} distinct {split} problems at difficulty {difficulty}")
+    return out
+
+
+# -----------------------------------------------------------------------------
+# prompt (§6)
+
+RAW_PROMPT = (
+    "A conversation between User and Assistant. The user asks a question, and the Assistant solves it. "
+    "The assistant first shows the complete reasoning process step by step, then provides the final "
+    "answer in \\boxed{}. The assistant must always follow the format: 'User: [question] Assistant: "
+    "[detailed reasoning] The final answer is: \\boxed{[answer]}.' User: QUESTION Assistant:"
+)
+# The chat variant keeps the paper's instructions, addressed to the assistant, in the user turn.
+CHAT_PROMPT = (
+    "Solve the following problem. First show the complete reasoning process step by step, then provide "
+    "the final answer in \\boxed{}. Always follow the format: '[detailed reasoning] The final answer is: "
+    "\\boxed{[answer]}.'\n\nQUESTION"
+)
+
+
+def build_prompt(question: str, tokenizer=None, fmt: str = "raw") -> str:
+    """The text the model continues: "raw" is the paper's prompt (§6), "chat" goes through the chat template."""
+    if fmt == "raw":
+        return RAW_PROMPT.replace("QUESTION", question.strip())
+    if fmt == "chat":
+        if tokenizer is None:
+            raise ValueError("the chat prompt format needs a tokenizer (for its chat template)")
+        message = {"role": "user", "content": CHAT_PROMPT.replace("QUESTION", question.strip())}
+        return tokenizer.chat_prompt([message], add_generation_prompt=True)
+    raise ValueError(f"unknown prompt format {fmt!r}; use 'raw' or 'chat'")
+
+
+# -----------------------------------------------------------------------------
+# answers, checking, reward (§5, Eq. 11), pass@k (§7)
+
+def extract_boxed(text: str) -> str | None:
+    """The content of the last \\boxed{...} (or \\fbox{...}) in `text`, braces balanced; None if there is
+    none, if its braces never close (a truncated answer), or if it is empty. Escaped braces \\{ \\} do not
+    count. Like Math-Verify, `\\boxed 42` (no braces) gives the following word, here "42"."""
+    start = max(text.rfind("\\boxed"), text.rfind("\\fbox"))
+    if start < 0:
+        return None
+    i = start + (6 if text.startswith("\\boxed", start) else 5)
+    if i < len(text) and text[i] not in "{ \t\n":  # e.g. \boxedx is another command
+        return None
+    while i < len(text) and text[i] in " \t\n":
+        i += 1
+    if i < len(text) and text[i] != "{":
+        word = text[i:].split(maxsplit=1)[0].rstrip(".,;$")
+        return word or None
+    depth, j = 0, i
+    while j < len(text):
+        if text[j] == "\\":
+            j += 2  # skip the escaped character: \{ and \} are literal braces
+            continue
+        depth += {"{": 1, "}": -1}.get(text[j], 0)
+        if depth == 0:
+            return text[i + 1:j].strip() or None
+        j += 1
+    return None
+
+
+# Math-Verify bounds parsing and comparison with signal.alarm, which only works in the main thread; in
+# other threads we must turn it off (it raises otherwise), so callers there get no protection from hangs.
+TIMEOUT_S = 2
+EXTRACTION = (LatexExtractionConfig(), ExprExtractionConfig())
+
+
+def _timeout() -> int | None:
+    return TIMEOUT_S if threading.current_thread() is threading.main_thread() else None
+
+
+@functools.lru_cache(maxsize=65536)  # labels repeat for every sample of a group, and so do answers
+def _parse(boxed_content: str) -> tuple:
+    # Math-Verify reads LaTeX; boxing the string makes it take the whole thing as the answer.
+    return tuple(parse("\\boxed{" + boxed_content + "}", list(EXTRACTION), parsing_timeout=_timeout()))
+
+
+def is_correct(pred: str, label: str) -> bool:
+    """Whether Math-Verify judges the extracted answer `pred` equal to the gold `label` (both LaTeX or
+    plain text, e.g. "1,234" == "1234", "\\dfrac{3}{4}" == "0.75", "90^\\circ" == "90"). Parsed, never run."""
+    gold, answer = _parse(label), _parse(pred)
+    return bool(gold and answer) and verify(list(gold), list(answer), timeout_seconds=_timeout())
+
+
+def reward(completion_text: str, label: str) -> float:
+    """Eq. 11: 100 if the last boxed answer is correct, 10 if there is one but it is wrong, 0 otherwise.
+    `completion_text` is what follows the prompt (CoT, prefill, answer), e.g. "... The final answer is: \\boxed{42}."."""
+    pred = extract_boxed(completion_text)
+    if pred is None:
+        return 0.0
+    return 100.0 if is_correct(pred, label) else 10.0
+
+
+def pass_at_k(n: int, c: int, k: int) -> float:
+    """Unbiased pass@k from n samples of which c are correct (§7): 1 - C(n-c, k) / C(n, k), computed as
+    1 - prod_{i=n-c+1}^{n} (1 - k/i) so that no huge binomials appear."""
+    if not 0 <= c <= n or not 1 <= k <= n:
+        raise ValueError(f"pass@k needs 0 <= c <= n and 1 <= k <= n, got n={n}, c={c}, k={k}")
+    if n - c < k:  # every k-subset holds a correct sample
+        return 1.0
+    return 1.0 - math.prod(1.0 - k / i for i in range(n - c + 1, n + 1))

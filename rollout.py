@@ -1,0 +1,334 @@
+"""Hard, soft and fuzzy chain-of-thought rollouts, and the log-probability that trains them (PAPER.md §2-§4).
+
+A rollout is   [prompt] [CoT inputs ...] [prefill] [answer tokens ...]
+  - hard CoT:  x_t ~ softmax(logits/τ), input E[x_t]                         (§2, τ = 1)
+  - soft CoT:  input h̃_t = p_{t-1} E + σ ε,  p = softmax(logits/τ), ε ~ N(0, I)  (Eq. 5-6, τ = 0.5)
+  - fuzzy CoT: the same with τ = 0.0001, so p E is (nearly) the argmax token's embedding
+  - the answer is always ordinary tokens (§3).
+The log-probability of a trajectory is Σ_CoT log N(h̃_t; p_{t-1}E, σ²I) + Σ_answer log p(a_t)  (Eq. 9-10);
+`log_prob` recomputes it with gradients in one teacher-forced forward, no backpropagation through time.
+
+All rows advance in lockstep, one position per forward, each in its own phase (CoT, prefill, answer,
+done), so a row's inputs always sit in consecutive cache slots and the teacher-forced pass sees exactly
+the same sequence. The stop rule runs on the device: see `StopMatcher`.
+
+    python rollout.py --mode fuzzy --prompt "What is 12 * 7?"     # look at what a soft CoT "says"
+"""
+
+import argparse
+import math
+from dataclasses import dataclass, fields
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+COT, PREFILL, ANSWER, DONE = 0, 1, 2, 3     # the phase of a row while generating
+STEP_PAD, STEP_COT, STEP_PREFILL, STEP_ANSWER = 0, 1, 2, 3  # what each recorded step was
+# §3: the CoT ends when its (shadow) text ends with "The final answer is: ". In byte-level BPE the space
+# after the colon always starts the *next* token (" 42", " \boxed"), so a text can only end with the colon:
+# we match up to it and give the space back in the prefill, which then reads exactly as in the paper.
+STOP_TEXT = "The final answer is:"
+PREFILL_EARLY = " \\boxed{"                 # §3: given after an early stop
+PREFILL_BUDGET = "The final answer is: \\boxed{"  # §3: given when the CoT hits its budget
+DEFAULT_TAU = {"hard": 1.0, "soft": 0.5, "fuzzy": 0.0001}  # §2
+
+
+def noise_scale(model, sigma: float) -> float:
+    """Absolute σ per coordinate = sigma × RMS of the embedding matrix's entries (§2)."""
+    E = model.embed_tokens.weight
+    return sigma * E.detach().float().pow(2).mean().sqrt().item()
+
+
+def gaussian_log_prob(x: torch.Tensor, mean: torch.Tensor, sigma: float) -> torch.Tensor:
+    """log N(x; mean, σ²I) summed over the last dim, with its constant (Eq. 10)."""
+    d = x.shape[-1]
+    return -(x - mean).pow(2).sum(-1) / (2 * sigma**2) - 0.5 * d * math.log(2 * math.pi * sigma**2)
+
+
+class StopMatcher:
+    """Tells, on the device, when a row's text ends with STOP_TEXT (or its brace balance closes).
+
+    A KMP automaton over bytes, advanced a whole token at a time: `table[state, token]` is the length of
+    the longest prefix of STOP_TEXT that the text ends with after appending that token's bytes. The stop
+    text is ASCII, and ASCII bytes never occur inside a multi-byte UTF-8 character, so matching bytes is
+    matching text, and no per-step decode (a device-to-host copy) is needed.
+    """
+
+    def __init__(self, token_bytes: list[bytes], device, stop_text: str = STOP_TEXT):
+        pattern = stop_text.encode()
+        m = len(pattern)
+        dfa = np.zeros((m + 1, 256), dtype=np.int64)  # byte-level KMP automaton
+        fallback = 0
+        for state in range(m + 1):
+            dfa[state] = dfa[fallback]
+            if state < m:
+                dfa[state, pattern[state]] = state + 1
+                if state > 0:
+                    fallback = dfa[fallback, pattern[state]]
+        dfa[m] = dfa[fallback]  # after a full match keep matching (only the end of the text matters)
+        lengths = np.array([len(b) for b in token_bytes])
+        padded = np.zeros((len(token_bytes), max(lengths.max(), 1)), dtype=np.int64)
+        for i, b in enumerate(token_bytes):
+            padded[i, :len(b)] = np.frombuffer(b, dtype=np.uint8)
+        table = np.repeat(np.arange(m + 1)[:, None], len(token_bytes), axis=1)  # (m+1, V)
+        for j in range(padded.shape[1]):  # feed byte j of every token that has one
+            live = np.nonzero(lengths > j)[0]
+            table[:, live] = dfa[table[:, live], padded[live, j]]
+        self.table = torch.as_tensor(table, device=device)
+        self.done_state = m
+        braces = [b.count(b"{") - b.count(b"}") for b in token_bytes]
+        self.brace_delta = torch.tensor(braces, device=device)  # the answer ends when \boxed{ closes
+
+
+@dataclass
+class Rollout:
+    """One batch of trajectories: what training and evaluation need, and nothing more."""
+    prompt_ids: torch.Tensor         # (N, P) left-padded prompts
+    pad_lens: torch.Tensor           # (N,) padding slots before each prompt
+    tokens: torch.Tensor             # (N, S) token of each step: hard CoT / shadow CoT / prefill / answer
+    step_kinds: torch.Tensor         # (N, S) STEP_PAD / STEP_COT / STEP_PREFILL / STEP_ANSWER
+    cot_embeds: torch.Tensor | None  # (N, S, d) float32 noisy inputs h̃_t at CoT steps (soft/fuzzy), detached
+    logp: torch.Tensor               # (N,) log π(trajectory) as computed while generating
+    entropy: torch.Tensor            # (N, S) entropy (nats) of the untempered next-token distribution at each step
+    cot_text: list[str]              # the hard or greedy-shadow CoT, decoded
+    answer_text: list[str]           # prefill + answer, decoded: the text that gets scored
+    mode: str
+    tau: float                       # CoT temperature
+    sigma: float                     # absolute noise scale σ (0 = greedy soft/fuzzy)
+    answer_tau: float                # answer temperature (0 = greedy)
+
+    @property
+    def cot_lens(self):
+        return (self.step_kinds == STEP_COT).sum(1)
+
+    @property
+    def cot_entropy(self):
+        """(N,) mean entropy along each CoT: hard training lowers it, soft/fuzzy keep the base model's (§8)."""
+        return (self.entropy * (self.step_kinds == STEP_COT)).sum(1) / self.cot_lens.clamp(min=1)
+
+    @property
+    def answer_lens(self):
+        return (self.step_kinds == STEP_ANSWER).sum(1)
+
+    def select(self, rows) -> "Rollout":
+        """The sub-batch `rows` (a slice or index list), e.g. a micro-batch for the update."""
+        idx = range(len(self.cot_text))[rows] if isinstance(rows, slice) else rows
+        out = {}
+        for f in fields(self):
+            v = getattr(self, f.name)
+            if isinstance(v, torch.Tensor):
+                v = v[list(idx)]
+            elif isinstance(v, list):
+                v = [v[i] for i in idx]
+            out[f.name] = v
+        return Rollout(**out)
+
+
+def left_pad(prompts: list[list[int]], pad_id: int, device):
+    P = max(len(p) for p in prompts)
+    ids = torch.full((len(prompts), P), pad_id, dtype=torch.long)
+    for i, p in enumerate(prompts):
+        ids[i, P - len(p):] = torch.tensor(p)
+    pad_lens = torch.tensor([P - len(p) for p in prompts])
+    return ids.to(device), pad_lens.to(device)
+
+
+class GroupRandom:
+    """One random stream per prompt group (or one for all rows), so a group's rollouts depend only on its own
+    seed, not on which other prompts share the batch or on how prompts are split over DDP ranks."""
+
+    def __init__(self, seeds: int | list[int], n_rows: int, device):
+        seeds = seeds if isinstance(seeds, list) else [seeds]
+        if n_rows % len(seeds):
+            raise ValueError(f"{n_rows} rows cannot be split into {len(seeds)} seed groups")
+        self.rows, self.device = n_rows // len(seeds), device
+        self.gens = [torch.Generator(device=device).manual_seed(s) for s in seeds]
+
+    def normal(self, dim: int) -> torch.Tensor:  # (N, dim) standard normal
+        return torch.cat([torch.empty(self.rows, dim, device=self.device).normal_(generator=g) for g in self.gens])
+
+    def sample(self, probs: torch.Tensor) -> torch.Tensor:
+        """One draw per row from probs (N, V): argmax of p / Exp(1) is a categorical sample, with no host sync."""
+        race = torch.cat([torch.empty(self.rows, probs.shape[1], device=self.device).exponential_(generator=g)
+                          for g in self.gens])
+        return (probs / race).argmax(-1)
+
+
+@torch.no_grad()
+def generate(model, tokenizer, prompts: list[list[int]], mode: str, samples_per_prompt: int = 1,
+             tau: float | None = None, sigma: float = 0.33, max_cot_tokens: int = 128,
+             max_answer_tokens: int = 32, answer_tau: float = 1.0, seed: int | list[int] = 0,
+             matcher: StopMatcher | None = None) -> Rollout:
+    """Roll out `samples_per_prompt` trajectories for each prompt (rows grouped by prompt).
+
+    mode: hard | soft | fuzzy. tau: CoT temperature (default per mode; 0 = greedy for hard).
+    sigma: the noise multiplier of §2 (0 = greedy soft/fuzzy). answer_tau: 0 = greedy answer.
+    seed: one seed for all rows, or one per prompt (see GroupRandom).
+    """
+    if mode not in DEFAULT_TAU:
+        raise ValueError(f"mode must be hard, soft or fuzzy, got {mode!r}")
+    tau = DEFAULT_TAU[mode] if tau is None else tau
+    if tau < 0 or sigma < 0 or (mode != "hard" and tau == 0):
+        raise ValueError(f"need tau >= 0 (> 0 for soft/fuzzy) and sigma >= 0, got tau={tau}, sigma={sigma}")
+    E = model.embed_tokens.weight                                   # (V, d) the input embedding matrix
+    device, V = E.device, E.shape[0]  # p runs over the model's full vocabulary (§2), padding ids included
+    matcher = matcher or StopMatcher(tokenizer.token_bytes + [b""] * (V - len(tokenizer.token_bytes)), device)
+    pad_id = tokenizer.pad_id if tokenizer.pad_id is not None else tokenizer.eos_id
+    abs_sigma = noise_scale(model, sigma) if mode != "hard" else 0.0
+    G = samples_per_prompt
+
+    # Prompt: prefill each distinct prompt once, then copy its cache to its G samples (nanochat does this).
+    prompt_ids, pad_lens = left_pad(prompts, pad_id, device)
+    P = prompt_ids.shape[1]
+    prefills = [tokenizer.encode(PREFILL_EARLY), tokenizer.encode(PREFILL_BUDGET)]
+    max_steps = max_cot_tokens + max(map(len, prefills)) + max_answer_tokens
+    model.setup_cache(len(prompts), P + max_steps)
+    logits = model(tokens=prompt_ids, pad_lens=pad_lens, use_cache=True, last=1)[:, -1]  # (B, V)
+    for cache in model.caches:
+        cache.k, cache.v = cache.k.repeat_interleave(G, 0), cache.v.repeat_interleave(G, 0)
+    prompt_ids, pad_lens, logits = (t.repeat_interleave(G, 0) for t in (prompt_ids, pad_lens, logits))
+    N = prompt_ids.shape[0]
+    rng = GroupRandom(seed, N, device)
+
+    prefill_table = torch.zeros(2, max(map(len, prefills)), dtype=torch.long, device=device)
+    for i, p in enumerate(prefills):
+        prefill_table[i, :len(p)] = torch.tensor(p)
+    prefill_lens = torch.tensor([len(p) for p in prefills], device=device)
+    stop_ids = torch.tensor(sorted(tokenizer.stop_ids), device=device)
+
+    phase = torch.full((N,), COT, device=device)
+    match_state = torch.zeros(N, dtype=torch.long, device=device)   # StopMatcher state of the CoT text
+    n_cot = torch.zeros(N, dtype=torch.long, device=device)
+    which_prefill = torch.zeros(N, dtype=torch.long, device=device)  # 0: early stop, 1: budget
+    prefill_pos = torch.zeros(N, dtype=torch.long, device=device)
+    braces = torch.zeros(N, dtype=torch.long, device=device)
+    n_answer = torch.zeros(N, dtype=torch.long, device=device)
+    logp = torch.zeros(N, device=device)
+    rec_tokens, rec_kinds, rec_embeds, rec_entropy = [], [], [], []
+
+    for step in range(max_steps):
+        in_cot, in_prefill, in_answer = phase == COT, phase == PREFILL, phase == ANSWER
+
+        # --- CoT step (§2): p = softmax(logits / τ) in float32 (τ = 1e-4 overflows half precision)
+        log_p = F.log_softmax(logits / tau, dim=-1) if tau > 0 else None
+        log_p1 = F.log_softmax(logits, dim=-1)
+        rec_entropy.append(-(log_p1.exp() * log_p1).sum(-1))
+        shadow = logits.argmax(-1)                                   # the greedy shadow token (§3)
+        if mode == "hard":
+            cot_token = rng.sample(log_p.exp()) if tau > 0 else shadow
+            cot_embed = E[cot_token]
+            if tau > 0:
+                logp += torch.where(in_cot, log_p.gather(1, cot_token[:, None])[:, 0], 0.0)
+        else:
+            cot_token = shadow
+            mean = (log_p.exp().to(E.dtype) @ E).float()             # h^0_t = p_{t-1} E   (Eq. 5)
+            cot_embed = mean + abs_sigma * rng.normal(mean.shape[1])  # + σ ε, ε ~ N(0, I)   (Eq. 6)
+            if abs_sigma > 0:
+                logp += torch.where(in_cot, gaussian_log_prob(cot_embed, mean, abs_sigma), 0.0)  # Eq. 10
+
+        # --- answer step: ordinary tokens (§3), sampled at answer_tau or greedy
+        if answer_tau > 0:
+            log_pa = F.log_softmax(logits / answer_tau, dim=-1)
+            answer_token = rng.sample(log_pa.exp())
+            logp += torch.where(in_answer, log_pa.gather(1, answer_token[:, None])[:, 0], 0.0)
+        else:
+            answer_token = shadow
+        prefill_token = prefill_table[which_prefill, prefill_pos.clamp(max=prefill_table.shape[1] - 1)]
+
+        token = torch.where(in_cot, cot_token, torch.where(in_prefill, prefill_token, answer_token))
+        kind = torch.where(in_cot, STEP_COT, torch.where(in_prefill, STEP_PREFILL,
+                                                          torch.where(in_answer, STEP_ANSWER, STEP_PAD)))
+        embeds = torch.where(in_cot[:, None], cot_embed.to(E.dtype), E[token])
+        rec_tokens.append(token)
+        rec_kinds.append(kind)
+        if mode != "hard":
+            rec_embeds.append(cot_embed.float())
+
+        # --- advance each row's phase
+        n_cot += in_cot
+        match_state = torch.where(in_cot, matcher.table[match_state, token], match_state)
+        stopped = in_cot & (match_state == matcher.done_state)       # text ends with STOP_TEXT
+        budget = in_cot & ~stopped & (n_cot >= max_cot_tokens)        # CoT budget L reached
+        which_prefill = torch.where(budget, 1, which_prefill)
+        prefill_pos += in_prefill
+        braces += torch.where(in_answer, matcher.brace_delta[token], 0)
+        n_answer += in_answer
+        answer_over = in_answer & (torch.isin(token, stop_ids) | (braces < 0) | (n_answer >= max_answer_tokens))
+        phase = torch.where(stopped | budget, PREFILL, phase)
+        phase = torch.where(in_prefill & (prefill_pos >= prefill_lens[which_prefill]), ANSWER, phase)
+        phase = torch.where(answer_over, DONE, phase)
+        if step % 8 == 7 and bool((phase == DONE).all()):  # a host sync, so only every few steps
+            break
+        logits = model(embeds=embeds[:, None], start_pos=P + step, pad_lens=pad_lens, use_cache=True)[:, -1]
+    model.setup_cache(0, 0)
+
+    tokens, kinds = torch.stack(rec_tokens, 1), torch.stack(rec_kinds, 1)   # (N, S)
+    used = int((kinds != STEP_PAD).sum(0).nonzero().max()) + 1
+    tokens, kinds = tokens[:, :used], kinds[:, :used]
+    tok_list, kind_list = tokens.tolist(), kinds.tolist()
+    return Rollout(
+        prompt_ids=prompt_ids, pad_lens=pad_lens, tokens=tokens, step_kinds=kinds,
+        cot_embeds=torch.stack(rec_embeds, 1)[:, :used] if mode != "hard" else None,
+        logp=logp, entropy=torch.stack(rec_entropy, 1)[:, :used],
+        cot_text=[tokenizer.decode([t for t, k in zip(ts, ks) if k == STEP_COT]) for ts, ks in zip(tok_list, kind_list)],
+        answer_text=[tokenizer.decode([t for t, k in zip(ts, ks) if k in (STEP_PREFILL, STEP_ANSWER)])
+                     for ts, ks in zip(tok_list, kind_list)],
+        mode=mode, tau=tau, sigma=abs_sigma, answer_tau=answer_tau)
+
+
+def log_prob(model, rollout: Rollout) -> torch.Tensor:
+    """log π(trajectory) under the current parameters, with gradients: one teacher-forced forward (§4).
+
+    Inputs are [prompt; recorded steps]. At a CoT step the recorded noisy h̃_t is the (detached) action and
+    μ_t = p_{t-1} E is recomputed from the parameters; at an answer step the token is the action. Prefill
+    tokens are given, not sampled, and padding never counts.
+    """
+    r = rollout
+    if r.mode != "hard" and r.sigma == 0 or r.mode == "hard" and r.tau == 0 or r.answer_tau == 0:
+        raise ValueError("greedy rollouts (sigma = 0, tau = 0 or a greedy answer) have no log-probability")
+    core = getattr(model, "module", model)                         # unwrap DistributedDataParallel
+    E = core.embed_tokens.weight
+    P, S = r.prompt_ids.shape[1], r.tokens.shape[1]
+    step_embeds = E[r.tokens]                                        # (N, S, d)
+    is_cot = r.step_kinds == STEP_COT
+    if r.mode != "hard":
+        step_embeds = torch.where(is_cot[..., None], r.cot_embeds.to(E.dtype), step_embeds)
+    embeds = torch.cat([E[r.prompt_ids], step_embeds], dim=1)        # (N, P + S, d)
+    logits = model(embeds=embeds, pad_lens=r.pad_lens, last=S + 1)[:, :-1]  # (N, S, V): position P+s-1 predicts step s
+
+    if r.mode == "hard":   # categorical log p_{t-1}(x_t) at the CoT temperature (§4)
+        cot_terms = F.log_softmax(logits / r.tau, -1).gather(-1, r.tokens[..., None])[..., 0]
+    else:                  # Eq. 10: log N(h̃_t; p_{t-1} E, σ² I)
+        mean = (F.softmax(logits / r.tau, dim=-1).to(E.dtype) @ E).float()
+        cot_terms = gaussian_log_prob(r.cot_embeds, mean, r.sigma)
+    answer_terms = F.log_softmax(logits / r.answer_tau, -1).gather(-1, r.tokens[..., None])[..., 0]
+    return (torch.where(is_cot, cot_terms, 0.0) + torch.where(r.step_kinds == STEP_ANSWER, answer_terms, 0.0)).sum(1)
+
+
+if __name__ == "__main__":
+    from model import load_model
+    from tokenizer import load_tokenizer
+    from default_model import resolve_model
+    from data import build_prompt
+
+    ap = argparse.ArgumentParser(description="Print what a hard/soft/fuzzy CoT says, step by step.")
+    ap.add_argument("--model", default="smollm2-135m-instruct")
+    ap.add_argument("--mode", default="fuzzy", choices=list(DEFAULT_TAU))
+    ap.add_argument("--prompt", default="Tom has 3 boxes with 4 apples each. He eats 2. How many apples are left?")
+    ap.add_argument("--tau", type=float, default=None)
+    ap.add_argument("--sigma", type=float, default=0.33)
+    ap.add_argument("--max-cot-tokens", type=int, default=128)
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args()
+    folder = resolve_model(args.model)
+    model, tok = load_model(folder).eval(), load_tokenizer(folder)
+    prompt = tok.encode(build_prompt(args.prompt))
+    r = generate(model, tok, [prompt], args.mode, tau=args.tau, sigma=args.sigma,
+                 max_cot_tokens=args.max_cot_tokens, answer_tau=0.0, seed=args.seed)
+    print(f"mode={r.mode} tau={r.tau} sigma(abs)={r.sigma:.4f}  CoT steps={int(r.cot_lens[0])}  "
+          f"mean entropy={r.cot_entropy[0]:.3f} nats")
+    print("--- CoT (" + ("sampled tokens" if r.mode == "hard" else "greedy shadow of the soft inputs") + ")")
+    print(r.cot_text[0])
+    print("--- answer (greedy)")
+    print(r.answer_text[0])

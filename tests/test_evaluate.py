@@ -1,0 +1,215 @@
+"""evaluate.py: the six settings end to end on a tiny model, the table against the JSON, pass@k by hand,
+batch-independent seeds, the default model, and clear errors for bad flags."""
+
+import json
+import math
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+import torch.nn as nn
+
+import evaluate
+from data import pass_at_k
+from model import ModelConfig, Transformer, save_model
+from tokenizer import byte_level_chars
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+# Only the characters of the stop text, the prefills and digits (~30 tokens): the encoder drops every other
+# prompt character, and the prefills still read exactly as in rollout.py.
+CHARS = sorted(set("The final answer is: \\boxed{}0123456789"))
+QUESTIONS = [("Tom has 7 apples and eats 4. How many apples are left?", "3"),
+             ("Anna has 9 pens and gives away 6. How many pens are left?", "3"),
+             ("Ben has 2 bags with 3 coins each. How many coins?", "6")]
+ALL = ",".join(evaluate.SETTINGS)
+
+
+def write_tiny_folder(folder):
+    """A random 2-layer Llama in Hugging Face layout with a tiny byte-level tokenizer, as train.py writes one."""
+    byte_char = byte_level_chars()
+    vocab = {t: i for i, t in enumerate(SPECIALS)}
+    vocab.update({byte_char[ord(c)]: len(SPECIALS) + i for i, c in enumerate(CHARS)})
+    added = [{"id": i, "content": t, "single_word": False, "lstrip": False, "rstrip": False,
+              "normalized": False, "special": True} for i, t in enumerate(SPECIALS)]
+    tok_json = {"version": "1.0", "added_tokens": added, "normalizer": None,
+                "pre_tokenizer": {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": True},
+                "post_processor": None, "decoder": {"type": "ByteLevel"},
+                "model": {"type": "BPE", "dropout": None, "unk_token": None, "continuing_subword_prefix": None,
+                          "end_of_word_suffix": None, "fuse_unk": False, "byte_fallback": False,
+                          "vocab": vocab, "merges": []}}
+    os.makedirs(folder, exist_ok=True)
+    with open(os.path.join(folder, "tokenizer.json"), "w") as f:
+        json.dump(tok_json, f)
+    with open(os.path.join(folder, "tokenizer_config.json"), "w") as f:
+        json.dump({"eos_token": "<|im_end|>", "pad_token": "<|endoftext|>", "chat_template": "SmolLM"}, f)
+    # A random model, nudged so that after "{" it tends to say "3" or "5" and then "}": answers such as
+    # \boxed{3} come out often, and whether they do depends on the (sampled) CoT before them.
+    torch.manual_seed(1)
+    model = Transformer(ModelConfig(vocab_size=len(vocab), dim=32, n_layers=2, n_heads=4, n_kv_heads=2,
+                                    head_dim=8, hidden_dim=64, tie_embeddings=False, max_seq_len=4096))
+    for name, p in model.named_parameters():
+        nn.init.normal_(p, std=0.6 if "layers" in name else 1.0)
+    token = lambda c: vocab[byte_char[ord(c)]]  # noqa: E731
+    with torch.no_grad():
+        E, W = model.embed_tokens.weight, model.lm_head.weight
+        unit = lambda c: 32 ** 0.5 * E[token(c)] / E[token(c)].norm()  # noqa: E731
+        W[:len(SPECIALS)] = 0  # logit 0 for the special tokens, so answers do not stop at once
+        W[token("3")] += 6 * unit("{")
+        W[token("5")] += 6 * unit("{")
+        W[token("}")] += 12 * (unit("3") + unit("5"))
+    save_model(model, folder)
+    return folder
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny matrices: one thread avoids OpenMP spin-waits, which cost 100x on a busy 2-core machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    root = tmp_path_factory.mktemp("eval")
+    data = root / "test.jsonl"
+    data.write_text("".join(json.dumps({"question": q, "answer": f"Some steps.\n#### {a}"}) + "\n"
+                            for q, a in QUESTIONS + [("Unused extra problem?", "1")]))
+    return str(write_tiny_folder(root / "model")), str(data), root
+
+
+def tiny_argv(tiny, out, *extra):
+    folder, data, _ = tiny
+    return ["--model", folder, "--dataset", "gsm8k", "--data-path", data, "--settings", ALL, "--n-samples", "4",
+            "--k", "1,2", "--limit", "3", "--max-cot-tokens", "12", "--max-answer-tokens", "6",
+            "--output", str(out), *extra]
+
+
+# --------------------------------------------------------------------------- end to end, table == JSON
+
+def recompute(result, ks):
+    """Every table number from the JSON's per-sample fields, independently of evaluate.summarize."""
+    rows = {}
+    for name in result["config"]["settings"]:
+        per_problem = [p["generations"][name] for p in result["problems"]]
+        n = len(per_problem[0])
+        row = {}
+        for k in ks:  # greedy (n = 1): all k draws are the same rollout, so pass@k is the accuracy
+            row[f"pass@{k}"] = 100 * sum(pass_at_k(n, sum(s["correct"] for s in ss), k) if n > 1 else
+                                         float(ss[0]["correct"]) for ss in per_problem) / len(per_problem)
+        flat = [s for ss in per_problem for s in ss]
+        row["cot_len"] = sum(s["cot_len"] for s in flat) / len(flat)
+        row["extraction_rate"] = 100 * sum(s["extracted"] is not None for s in flat) / len(flat)
+        rows[name] = row
+    return rows
+
+
+def test_end_to_end_in_process_table_adds_up(tiny, tmp_path):
+    result = evaluate.main(tiny_argv(tiny, tmp_path / "r.json"))
+    on_disk = json.load(open(tmp_path / "r.json"))
+    assert on_disk["table"] == json.loads(json.dumps(result["table"]))
+    assert [r["setting"] for r in on_disk["table"]] == list(evaluate.SETTINGS)
+    assert [p["label"] for p in on_disk["problems"]] == [a for _, a in QUESTIONS]  # --limit 3
+    assert on_disk["config"]["model_folder"] == os.path.abspath(tiny[0]) and on_disk["config"]["torch_version"]
+    for p in on_disk["problems"]:
+        for name, (mode, tau, sampled) in evaluate.SETTINGS.items():
+            samples = p["generations"][name]
+            assert len(samples) == (4 if sampled else 1)
+            for s in samples:
+                assert s["answer"].startswith(("The final answer is: \\boxed{", " \\boxed{"))  # the prefill (§3)
+                assert s["reward"] in (0, 10, 100) and s["correct"] == (s["reward"] == 100)
+                assert (s["extracted"] is None) == (s["reward"] == 0)
+                assert 1 <= s["cot_len"] <= 12
+    want = recompute(on_disk, [1, 2])
+    for row in on_disk["table"]:
+        for key, value in want[row["setting"]].items():
+            assert row[key] == pytest.approx(value), (row["setting"], key)
+        assert f"| {row['setting']} | {row['samples']} | {row['pass@1']:.1f} | {row['pass@2']:.1f} |" in on_disk["markdown"]
+    t = {r["setting"]: r for r in on_disk["table"]}
+    assert (f"fuzzy inference, greedy / sample pass@1 / pass@2: {t['fuzzy-greedy']['pass@1']:.1f} / "
+            f"{t['fuzzy-sample']['pass@1']:.1f} / {t['fuzzy-sample']['pass@2']:.1f}") in on_disk["markdown"]
+    assert on_disk["config"]["settings_spec"]["soft-sample"]["sigma_abs"] > 0 == \
+        on_disk["config"]["settings_spec"]["soft-greedy"]["sigma_abs"]
+    rewards = {s["reward"] for p in on_disk["problems"] for ss in p["generations"].values() for s in ss}
+    assert rewards == {0, 10, 100}, f"the fixture model should give all three rewards, got {rewards}"
+
+
+def test_greedy_settings_are_deterministic_and_seeds_ignore_batching(tiny, tmp_path):
+    """Seeds are per problem: one prompt per call or all at once gives the same generations."""
+    a = evaluate.main(tiny_argv(tiny, tmp_path / "a.json", "--batch-size", "1"))
+    b = evaluate.main(tiny_argv(tiny, tmp_path / "b.json", "--batch-size", "64"))
+    assert [p["generations"] for p in a["problems"]] == [p["generations"] for p in b["problems"]]
+    c = evaluate.main(tiny_argv(tiny, tmp_path / "c.json", "--seed", "5"))
+    cots = lambda r, s: [x["cot"] for p in r["problems"] for x in p["generations"][s]]  # noqa: E731
+    assert cots(c, "hard-greedy") == cots(b, "hard-greedy") and cots(c, "hard-sample") != cots(b, "hard-sample")
+
+
+def test_end_to_end_subprocess_chat_format(tiny, tmp_path):
+    out = tmp_path / "sub.json"
+    argv = tiny_argv(tiny, out, "--prompt-format", "chat")
+    argv[argv.index("--settings") + 1] = "hard-greedy,fuzzy-sample"
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "evaluate.py"), *argv], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr
+    assert "| hard-greedy | 1 |" in proc.stdout and "| fuzzy-sample | 4 |" in proc.stdout
+    result = json.load(open(out))
+    assert result["config"]["prompt_format"] == "chat" and [r["setting"] for r in result["table"]] == ["hard-greedy", "fuzzy-sample"]
+
+
+def test_summarize_pass_at_k_by_hand():
+    gen = lambda *cs: [{"correct": c, "extracted": "1" if c else None, "cot_len": 10} for c in cs]  # noqa: E731
+    row = evaluate.summarize("x", [gen(1, 1, 0, 0), gen(0, 0, 0, 0), gen(1, 0, 0, 0)], [1, 2, 4])
+    assert row["pass@1"] == pytest.approx(100 * (0.5 + 0 + 0.25) / 3)
+    # n=4: c=2 -> 1 - C(2,2)/C(4,2) = 5/6; c=1 -> 1 - C(3,2)/C(4,2) = 1/2
+    assert row["pass@2"] == pytest.approx(100 * (5 / 6 + 0 + 1 / 2) / 3)
+    assert row["pass@4"] == pytest.approx(100 * 2 / 3) and row["extraction_rate"] == pytest.approx(100 * 3 / 12)
+    greedy = evaluate.summarize("g", [gen(1), gen(0)], [1, 32])
+    assert greedy["pass@1"] == greedy["pass@32"] == 50.0 and greedy["samples"] == 1
+    assert math.isclose(pass_at_k(4, 2, 2), 5 / 6)
+
+
+# --------------------------------------------------------------------------- the real default model
+
+def test_default_model_runs_all_six_settings(tmp_path):
+    from default_model import DEFAULT_NAME, resolve_model
+    try:
+        resolve_model(DEFAULT_NAME)
+    except FileNotFoundError as e:
+        pytest.skip(f"default model unavailable: {e}")
+    result = evaluate.main(["--model", DEFAULT_NAME, "--dataset", "arithmetic", "--limit", "2", "--n-samples", "2",
+                            "--k", "1,2", "--max-cot-tokens", "8", "--max-answer-tokens", "8",
+                            "--output", str(tmp_path / "d.json")])
+    assert [r["setting"] for r in result["table"]] == list(evaluate.SETTINGS)
+    assert all(len(p["generations"]["soft-sample"]) == 2 for p in result["problems"])
+    assert all(0 <= r["pass@1"] <= r["pass@2"] <= 100 for r in result["table"])
+
+
+# --------------------------------------------------------------------------- bad flags
+
+@pytest.mark.parametrize("flags, message", [
+    (["--settings", "hard-greedy,warm-sample"], "unknown setting 'warm-sample'"),
+    (["--n-samples", "4", "--k", "1,8"], "every --k must be in 1..4"),
+    (["--k", "1,two"], "--k must be comma-separated integers"),
+    (["--limit", "0"], "--limit must be >= 1"),
+    (["--n-samples", "0"], "--n-samples must be >= 1"),
+    (["--batch-size", "-2"], "--batch-size must be >= 1"),
+    (["--sigma", "-1"], "--sigma must be >= 0"),
+    (["--device", "tpu"], "--device must be auto, cpu, cuda or cuda:N"),
+])
+def test_bad_flags_give_clear_errors(flags, message, capsys):
+    with pytest.raises(SystemExit) as e:
+        evaluate.get_args(flags)
+    assert e.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_empty_dataset_and_missing_model_are_clear(tiny, tmp_path):
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("\n")
+    with pytest.raises(ValueError, match="no usable gsm8k problems"):
+        evaluate.main(["--model", tiny[0], "--data-path", str(empty), "--output", str(tmp_path / "x.json")])
+    with pytest.raises(FileNotFoundError, match="model folder not found"):
+        evaluate.main(["--model", str(tmp_path / "nope"), "--output", str(tmp_path / "x.json")])

@@ -1,0 +1,253 @@
+"""rollout.py: the noise and log-prob math against torch.distributions and a naive re-implementation,
+cached generation against the teacher-forced pass, the stop rule, and sampling statistics."""
+
+import math
+
+import pytest
+import torch
+import torch.nn as nn
+
+from model import ModelConfig, Transformer
+from rollout import (STEP_ANSWER, STEP_COT, STEP_PREFILL, STOP_TEXT, StopMatcher, gaussian_log_prob,
+                     generate, log_prob, noise_scale)
+
+PIECES = [b"<eos>", b"The final answer is:", b"The", b" final", b" answer", b" is", b":", b" is:", b" ",
+          b" 1", b" 2", b"3", b" +", b"{", b"}", b"{}", b" \\boxed", b"\\boxed", b" x", b"y", b"\n",
+          b"answer", b"\xe2\x82", b"\xac"]  # the last two: a euro sign split across tokens
+
+
+class ToyTokenizer:
+    """Just what rollout.py needs: token bytes, greedy longest-match encode, decode, special ids."""
+    token_bytes = PIECES
+    vocab_size = len(PIECES)
+    eos_id = pad_id = 0
+    stop_ids = {0}
+
+    def encode(self, text):
+        data, ids = text.encode(), []
+        while data:
+            best = max((i for i, p in enumerate(PIECES) if i and data.startswith(p)), key=lambda i: len(PIECES[i]))
+            ids.append(best)
+            data = data[len(PIECES[best]):]
+        return ids
+
+    def decode(self, ids):
+        return b"".join(PIECES[i] for i in ids).decode("utf-8", errors="replace")
+
+
+def tiny_model(seed=0, vocab=len(PIECES)):
+    torch.manual_seed(seed)
+    cfg = ModelConfig(vocab_size=vocab, dim=32, n_layers=2, n_heads=4, n_kv_heads=2, head_dim=8,
+                      hidden_dim=64, tie_embeddings=True)
+    model = Transformer(cfg)
+    for p in model.parameters():
+        nn.init.normal_(p, std=0.3)
+    return model.eval()
+
+
+PROMPTS = [[9, 12, 10], [2, 3, 4, 5, 6, 7, 9], [18]]  # ragged
+
+
+def stopping_model():
+    """A tiny model whose CoT sometimes says STOP_TEXT (token 1) and sometimes runs to the budget, in every mode:
+    untie the head and make token 1's output row a noisy copy of the random model's favourite token's (15)."""
+    model = tiny_model()
+    torch.manual_seed(7)
+    with torch.no_grad():
+        model.lm_head.weight = nn.Parameter(model.embed_tokens.weight.clone())
+        model.lm_head.weight[1] = model.lm_head.weight[15] + 0.3 * torch.randn(32)
+    model.cfg.tie_embeddings = False
+    return model
+
+
+# --------------------------------------------------------------------------- the math against torch.distributions
+
+def test_gaussian_log_prob_matches_torch_distributions():
+    g = torch.Generator().manual_seed(0)
+    mean, x = torch.randn(5, 7, 64, generator=g), torch.randn(5, 7, 64, generator=g)
+    for sigma in (0.01, 0.33, 2.0):
+        want = torch.distributions.Normal(mean, sigma).log_prob(x).sum(-1)
+        assert torch.allclose(gaussian_log_prob(x, mean, sigma), want, rtol=1e-5, atol=1e-3)
+
+
+def test_noise_scale_is_sigma_times_rms_of_embeddings():
+    model = tiny_model()
+    E = model.embed_tokens.weight.detach()
+    assert noise_scale(model, 0.33) == pytest.approx(0.33 * math.sqrt((E ** 2).mean().item()), rel=1e-6)
+
+
+# --------------------------------------------------------------------------- the stop rule
+
+def test_stop_matcher_equals_text_suffix_check():
+    matcher = StopMatcher(PIECES, "cpu")
+    g = torch.Generator().manual_seed(0)
+    hits = 0
+    for _ in range(300):
+        seq = torch.randint(1, len(PIECES), (40,), generator=g).tolist()
+        state = torch.zeros(1, dtype=torch.long)
+        for t in range(len(seq)):
+            state = matcher.table[state, torch.tensor([seq[t]])]
+            text = b"".join(PIECES[i] for i in seq[:t + 1])
+            assert bool(state == matcher.done_state) == text.endswith(STOP_TEXT.encode())
+            hits += text.endswith(STOP_TEXT.encode())
+    assert hits > 50  # the check was exercised on both sides
+
+
+class ScriptedModel(nn.Module):
+    """Emits a fixed token script per row (huge logit on it), whatever the input: stop positions are known."""
+
+    def __init__(self, scripts, vocab):
+        super().__init__()
+        self.embed_tokens = nn.Embedding(vocab, 4)
+        self.scripts, self.vocab, self.caches = scripts, vocab, []
+
+    def setup_cache(self, batch, max_len):
+        self.prompt_len = None
+
+    def forward(self, tokens=None, embeds=None, start_pos=0, pad_lens=None, use_cache=False, last=None):
+        x = tokens if embeds is None else embeds
+        if start_pos == 0:
+            self.prompt_len = x.shape[1]
+        step = start_pos + x.shape[1] - self.prompt_len  # the step these logits predict
+        logits = torch.zeros(x.shape[0], 1, self.vocab)
+        for b in range(x.shape[0]):
+            script = self.scripts[b // (x.shape[0] // len(self.scripts))]
+            logits[b, 0, script[min(step, len(script) - 1)]] = 50.0
+        return logits
+
+
+def test_stop_rule_prefill_and_answer_phase():
+    tok = ToyTokenizer()
+    marker = tok.encode("The final answer is:")  # one token here
+    split_marker = [2, 3, 4, 7]                  # "The" " final" " answer" " is:" -- the same text, 4 tokens
+    answer = tok.encode("3}") + [5, 5]            # answer ends at the closing brace, not later
+    scripts = [[9, 10] + marker + tok.encode(" \\boxed{") + answer,         # stops after step 3
+               [11] + split_marker + tok.encode(" \\boxed{") + answer,       # stops after step 5
+               [9] * 40]                                                       # runs to the budget
+    model = ScriptedModel(scripts, tok.vocab_size)
+    for mode in ("hard", "fuzzy"):
+        r = generate(model, tok, [[1], [1, 2], [3]], mode, samples_per_prompt=2, tau=0.0 if mode == "hard" else None,
+                     sigma=0.0, max_cot_tokens=8, answer_tau=0.0)
+        assert r.cot_lens.tolist() == [3, 3, 5, 5, 8, 8]
+        assert r.cot_text[0] == " 1 2The final answer is:" and r.cot_text[2] == "3The final answer is:"
+        assert r.answer_text[0] == " \\boxed{3}"              # prefill, then the answer up to the brace
+        kinds = r.step_kinds[0].tolist()
+        assert kinds[:3] == [STEP_COT] * 3 and kinds[3:5] == [STEP_PREFILL] * 2 and kinds[5:7] == [STEP_ANSWER] * 2
+        assert r.answer_text[4].startswith("The final answer is: \\boxed{")  # budget prefill
+        assert r.answer_lens.tolist() == [2, 2, 2, 2, 32, 32]  # row 3 never closes the brace: the budget stops it
+
+
+# --------------------------------------------------------------------------- generation against the teacher-forced pass
+
+@pytest.mark.parametrize("mode", ["hard", "soft", "fuzzy"])
+def test_generation_logp_equals_teacher_forced_log_prob(mode):
+    model, tok = stopping_model(), ToyTokenizer()
+    r = generate(model, tok, PROMPTS, mode, samples_per_prompt=8, max_cot_tokens=12, max_answer_tokens=6, seed=1)
+    lens = r.cot_lens
+    assert (lens < 12).any() and (lens == 12).any()   # rows that stop early and rows at the budget
+    assert (r.answer_lens < 6).any()                    # answers that end before their budget
+    with torch.no_grad():
+        teacher = log_prob(model, r)
+    assert torch.allclose(r.logp, teacher, rtol=1e-4, atol=1e-3), (r.logp - teacher).abs().max()
+
+
+def naive_log_prob(model, r):
+    """Row by row, step by step, no cache, no padding: the sum of Eq. 10 terms and answer log-probs."""
+    E, total = model.embed_tokens.weight, []
+    for b in range(r.tokens.shape[0]):
+        inputs = [E[t] for t in r.prompt_ids[b, r.pad_lens[b]:]]
+        lp = 0.0
+        for s in range(r.tokens.shape[1]):
+            kind, token = int(r.step_kinds[b, s]), int(r.tokens[b, s])
+            if kind == 0:
+                break
+            logits = model(embeds=torch.stack(inputs)[None])[0, -1]
+            if kind == STEP_COT and r.mode == "hard":
+                lp = lp + torch.distributions.Categorical(logits=logits / r.tau).log_prob(torch.tensor(token))
+            elif kind == STEP_COT:
+                mean = torch.softmax(logits / r.tau, -1) @ E
+                lp = lp + torch.distributions.Normal(mean, r.sigma).log_prob(r.cot_embeds[b, s]).sum()
+            elif kind == STEP_ANSWER:
+                lp = lp + torch.distributions.Categorical(logits=logits / r.answer_tau).log_prob(torch.tensor(token))
+            inputs.append(r.cot_embeds[b, s] if kind == STEP_COT and r.mode != "hard" else E[token])
+        total.append(lp)
+    return torch.stack(total)
+
+
+@pytest.mark.parametrize("mode", ["hard", "soft"])
+def test_log_prob_gradient_equals_naive_reimplementation(mode):
+    model, tok = tiny_model(seed=3), ToyTokenizer()
+    r = generate(model, tok, PROMPTS[:2], mode, samples_per_prompt=2, max_cot_tokens=6, max_answer_tokens=4, seed=2)
+    weights = torch.randn(4)  # any linear functional of the log-probs, like -A_i
+    grads = []
+    for fn in (log_prob, naive_log_prob):
+        model.zero_grad()
+        lp = fn(model, r)
+        (weights * lp).sum().backward()
+        grads.append([p.grad.clone() for p in model.parameters()])
+    assert torch.allclose(log_prob(model, r).detach(), naive_log_prob(model, r).detach(), rtol=1e-4, atol=1e-3)
+    for a, b in zip(*grads):
+        assert torch.allclose(a, b, rtol=1e-3, atol=1e-4)
+    assert any(g.abs().sum() > 0 for g in grads[0])
+
+
+# --------------------------------------------------------------------------- noise and sampling behaviour
+
+def test_fuzzy_mean_is_argmax_embedding_and_noise_has_std_sigma():
+    model, tok = tiny_model(), ToyTokenizer()
+    r = generate(model, tok, PROMPTS, "fuzzy", samples_per_prompt=16, max_cot_tokens=16, seed=4)
+    E = model.embed_tokens.weight
+    with torch.no_grad():  # recompute each step's mean from the teacher-forced logits
+        embeds = torch.cat([E[r.prompt_ids], torch.where((r.step_kinds == STEP_COT)[..., None], r.cot_embeds, E[r.tokens])], 1)
+        logits = model(embeds=embeds, pad_lens=r.pad_lens, last=r.tokens.shape[1] + 1)[:, :-1]
+        mean = torch.softmax(logits / r.tau, -1) @ E
+    cot = r.step_kinds == STEP_COT
+    assert (mean[cot] - E[logits.argmax(-1)][cot]).abs().max() < 1e-3   # τ = 1e-4: p E is the argmax row
+    noise = (r.cot_embeds - mean)[cot]
+    assert noise.numel() > 10_000
+    assert noise.std().item() == pytest.approx(r.sigma, rel=0.03)
+    assert noise.mean().abs().item() < 0.03 * r.sigma
+
+
+@pytest.mark.parametrize("mode", ["soft", "fuzzy"])
+def test_sigma_zero_is_deterministic(mode):
+    model, tok = tiny_model(), ToyTokenizer()
+    a = generate(model, tok, PROMPTS, mode, sigma=0.0, answer_tau=0.0, max_cot_tokens=10, seed=1)
+    b = generate(model, tok, PROMPTS, mode, sigma=0.0, answer_tau=0.0, max_cot_tokens=10, seed=2)
+    assert torch.equal(a.cot_embeds, b.cot_embeds) and a.answer_text == b.answer_text
+    c = generate(model, tok, PROMPTS, mode, sigma=0.33, answer_tau=0.0, max_cot_tokens=10, seed=1)
+    assert not torch.equal(a.cot_embeds[:, :3], c.cot_embeds[:, :3])  # and noise does change the inputs
+
+
+def test_hard_sampling_reproduces_token_frequencies():
+    model, tok = tiny_model(seed=5), ToyTokenizer()
+    n = 20_000
+    r = generate(model, tok, [[9, 10]], "hard", samples_per_prompt=n, tau=1.0, max_cot_tokens=1, max_answer_tokens=1, seed=0)
+    with torch.no_grad():
+        p = torch.softmax(model(tokens=torch.tensor([[9, 10]]))[0, -1], -1)
+    freq = torch.bincount(r.tokens[:, 0], minlength=len(p)).float() / n
+    # each frequency is within 5 standard errors (a false alarm has probability < 1e-5 per token)
+    bound = 5 * (p * (1 - p) / n).sqrt() + 1e-4
+    assert ((freq - p).abs() <= bound).all(), (freq - p).abs().max()
+    assert p.max() < 0.9  # a non-trivial distribution
+
+
+def test_bad_arguments_are_refused():
+    model, tok = tiny_model(), ToyTokenizer()
+    with pytest.raises(ValueError, match="mode must be"):
+        generate(model, tok, PROMPTS, "warm")
+    with pytest.raises(ValueError, match="tau"):
+        generate(model, tok, PROMPTS, "soft", tau=0.0)
+    greedy = generate(model, tok, PROMPTS, "soft", sigma=0.0, max_cot_tokens=3)
+    with pytest.raises(ValueError, match="no log-probability"):
+        log_prob(model, greedy)
+
+
+def test_group_seeds_make_a_groups_rollouts_independent_of_its_batch():
+    model, tok = tiny_model(), ToyTokenizer()
+    kw = dict(samples_per_prompt=3, max_cot_tokens=6, max_answer_tokens=4)
+    both = generate(model, tok, PROMPTS[:2], "soft", seed=[11, 22], **kw)
+    second = generate(model, tok, PROMPTS[1:2], "soft", seed=[22], **kw)
+    S = second.tokens.shape[1]
+    assert torch.allclose(both.cot_embeds[3:, :S], second.cot_embeds, atol=1e-5)
+    assert both.answer_text[3:] == second.answer_text
