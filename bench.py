@@ -1,14 +1,15 @@
 """Rollout and training-step speed: this project's hard / soft / fuzzy rollouts against transformers' `generate`
-on the same weights, and one full RLOO step (PAPER.md §5) split into its parts.
+on the same weights, and one full RLOO step (PAPER.md §5) split into rollout / log-prob forward / backward /
+optimizer, with peak memory.
 
-    python bench.py                                      # one GPU: SmolLM2-135M and Llama-3.2-3B shapes, batch 32 and 256
-    python bench.py --tiny --device cpu --batch 4 --cot 8 --answer 4     # CPU smoke test (CI)
-    python bench.py --shapes smollm2-135m --batch 32 --prompt-len 32 --cot 32 --answer 8 --device cpu \
-                    --train-shape smollm2-135m --train-cot 32 --json bench.json
+    python bench.py                       # one GPU, one run: SmolLM2-135M and Llama-3.2-3B shapes, batch 32 and 256
+    python bench.py --tiny --device cpu --batch 4 --cot 8 --answer 4 --train-cot 8     # CPU smoke test (CI)
+    OMP_NUM_THREADS=1 python bench.py --device cpu --shapes smollm2-135m --batch 32 --prompt-len 32 --cot 32 \
+        --answer 8 --train-shape smollm2-135m --train-cot 32 --json bench.json
 
-Weights are random: decoding speed does not depend on their values. Every rollout runs its full CoT and answer
-budget (see `fixed_length_matcher` and `SyntheticTokenizer`), so all methods do the same number of steps.
-"""
+Weights are random (speed does not depend on their values, once the logits have a realistic scale: see
+`build_models`). Every rollout runs its full CoT and answer budget (see `fixed_length_matcher`), so all methods
+take the same number of steps. On a shared CPU, OMP_NUM_THREADS=1 avoids threads waiting on each other."""
 
 import argparse
 import json
@@ -70,6 +71,9 @@ def build_models(cfg: ModelConfig, device, dtype, with_transformers: bool, seed:
     try:
         with torch.device(device):
             model, hf = Transformer(cfg).eval(), None
+            # Give the (tied) logits a trained model's spread, std ≈ 2.5 (SmolLM2: 2.8). nn.Embedding's N(0, 1)
+            # gives std ≈ √dim: then nearly every softmax entry underflows, which makes exp ~10x slower on CPU.
+            torch.nn.init.normal_(model.embed_tokens.weight, std=2.5 / cfg.dim**0.5)
             if with_transformers:
                 from transformers import LlamaConfig, LlamaForCausalLM  # a dev dependency: imported only here
                 hf = LlamaForCausalLM(LlamaConfig(**cfg.to_hf(dtype))).eval()
@@ -111,7 +115,7 @@ class SyntheticTokenizer:
 
 def fixed_length_matcher(vocab_size: int, device) -> StopMatcher:
     """A stop matcher that reads every token as "x": the CoT never ends with the stop text and the answer's
-    brace never closes, so every row runs the full CoT and answer budgets (same cost per table row as real text)."""
+    brace never closes, so every row runs the full budgets (its table lookups cost what they do on real text)."""
     return StopMatcher([b"x"] * vocab_size, device)
 
 
@@ -158,10 +162,12 @@ def bench_rollouts(shape: str, args, device, dtype, modes: list[str], with_hf: b
     tok, matcher = SyntheticTokenizer(cfg.vocab_size), fixed_length_matcher(cfg.vocab_size, device)
     results = []
     for batch in map(int, args.batch.split(",")):
-        prompts = torch.randint(0, cfg.vocab_size, (batch, args.prompt_len), generator=torch.Generator().manual_seed(batch))
+        prompts = torch.randint(0, cfg.vocab_size, (batch, args.prompt_len),
+                                generator=torch.Generator().manual_seed(batch))
 
         def ours(mode, cot, answer):
-            r = generate(model, tok, prompts.tolist(), mode, max_cot_tokens=cot, max_answer_tokens=answer, matcher=matcher)
+            r = generate(model, tok, prompts.tolist(), mode, max_cot_tokens=cot, max_answer_tokens=answer,
+                         matcher=matcher)
             if int(r.cot_lens.min()) != cot or int(r.answer_lens.min()) != answer:
                 raise RuntimeError(f"{mode} rollout stopped early: the step counts would not be comparable")
             return r.tokens.shape[1]  # steps: CoT + prefill + answer
@@ -253,7 +259,8 @@ def main(argv=None):
         except ImportError:
             print("transformers is not installed: skipping the comparison (pip install -r requirements-dev.txt)")
             with_hf = False
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU {platform.processor() or platform.machine()} ({os.cpu_count()} cores)"
+    name = (torch.cuda.get_device_name(device) if device.type == "cuda"
+            else f"CPU {platform.processor() or platform.machine()} ({os.cpu_count()} cores)")
     print(f"device: {name}, torch {torch.__version__}, {str(dtype).removeprefix('torch.')}, "
           f"prompt {args.prompt_len}, CoT {args.cot} + answer {args.answer}\n")
 
@@ -261,21 +268,23 @@ def main(argv=None):
     mem = "peak GiB" if device.type == "cuda" else "peak RSS GiB (process)"
     print_table(["shape", "batch", "method", "steps", "tokens/s", "ms/step", "vs transformers", mem],
                 [[r["shape"], r["batch"], r["method"], r["steps"], r["tokens_per_s"], r["ms_per_step"],
-                  f"{r['vs_transformers']:.2f}x" if r["vs_transformers"] else "-", f"{r['peak_gib']:.2f}"] for r in rows])
+                  f"{r['vs_transformers']:.2f}x" if r["vs_transformers"] else "-", f"{r['peak_gib']:.2f}"]
+                 for r in rows])
 
     train = None
     if not args.skip_train_step:
         train = bench_train_step("tiny" if args.tiny else args.train_shape, args, device)
-        print(f"\nRLOO step: {train['shape']}, 1 prompt x {train['samples']} samples, fuzzy, CoT {train['cot']} + answer "
-              f"{train['answer']}, micro-batch {train['micro_batch']}, activation checkpointing, fp32 weights"
+        print(f"\nRLOO step: {train['shape']}, 1 prompt x {train['samples']} samples, fuzzy, CoT {train['cot']} "
+              f"+ answer {train['answer']}, micro-batch {train['micro_batch']}, activation checkpointing, fp32 weights"
               + (" + bf16 autocast" if device.type == "cuda" else ""))
         print_table(["part", "seconds", "share"], [[k, f"{v:.3f}", f"{v / train['total_s']:.0%}"]
                                                   for k, v in {**train["seconds"], "total": train["total_s"]}.items()])
         print(f"{mem}: {train['peak_gib']:.2f}")
 
     if args.json:
+        command = shlex.join([sys.argv[0], *(sys.argv[1:] if argv is None else argv)])
         with open(args.json, "w") as f:
-            json.dump({"device": name, "torch": torch.__version__, "dtype": str(dtype), "command": shlex.join([sys.argv[0], *(sys.argv[1:] if argv is None else argv)]),
+            json.dump({"device": name, "torch": torch.__version__, "dtype": str(dtype), "command": command,
                        "args": vars(args), "rollouts": rows, "train_step": train}, f, indent=2)
 
 

@@ -52,12 +52,15 @@ def load_dataset(name: str, split: str, data_path: str | None = None, limit: int
                  seed: int = 0, difficulty: int = 1) -> list[Problem]:
     """The problems of one split, in file order. `seed` and `difficulty` only apply to "arithmetic"."""
     if name == "arithmetic":
+        if data_path is not None:
+            raise ValueError("the arithmetic task is generated in code; it takes no --data-path")
         problems = [p for p, _ in arithmetic_problems(split, seed=seed, difficulty=difficulty)]
         return problems[:limit]
     if name not in HUB:
         raise ValueError(f"unknown dataset {name!r}; choose from {sorted(HUB) + ['arithmetic']}")
     repo, files = HUB[name]
-    file_split = "train" if (name, split) == ("gsm8k", "validation") else split
+    carve = name == "gsm8k" and split in ("train", "validation")  # both come from GSM8K's train file
+    file_split = "train" if carve else split
     if file_split not in files:
         raise ValueError(f"dataset {name!r} has no split {split!r}; it has {sorted(files)}"
                          + (" and 'validation'" if name == "gsm8k" else ""))
@@ -75,7 +78,7 @@ def load_dataset(name: str, split: str, data_path: str | None = None, limit: int
             raise FileNotFoundError(f"{data_path} holds neither {file_split}.jsonl nor {file_split}.parquet")
         path = found[0]
     elif os.path.isfile(data_path):
-        path, split = data_path, "file"  # a single file is taken whole: no validation carve-out
+        path, carve = data_path, False  # a single file is the whole split
     else:
         raise FileNotFoundError(f"--data-path {data_path} does not exist")
 
@@ -86,8 +89,10 @@ def load_dataset(name: str, split: str, data_path: str | None = None, limit: int
             problems.append(problem)
     if not problems:
         raise ValueError(f"{path} holds no usable {name} problems")
-    if name == "gsm8k" and split in ("train", "validation"):
+    if carve:
         cut = len(problems) - GSM8K_VALIDATION
+        if cut <= 0:
+            raise ValueError(f"{path} has {len(problems)} problems, too few to hold out {GSM8K_VALIDATION}")
         problems = problems[:cut] if split == "train" else problems[cut:]
     return problems[:limit]
 
@@ -197,7 +202,7 @@ def arithmetic_problems(split: str, seed: int = 0, difficulty: int = 1, n: int |
     n = ARITHMETIC_SIZES[split] if n is None else n
     rng = random.Random(f"arithmetic/{split}/{seed}/{difficulty}")  # str seeds hash the same in every process
     out, seen = [], set()
-    for _ in range(1000 * n):  # a bound, so that asking for more problems than exist cannot loop forever
+    for _ in range(20 * n + 10_000):  # ~10x what a split needs; asking for more problems than exist ends
         if len(out) == n:
             break
         problem, expr = arithmetic_problem(rng, difficulty)
@@ -286,14 +291,17 @@ def _parse(boxed_content: str) -> tuple:
 
 def is_correct(pred: str, label: str) -> bool:
     """Whether Math-Verify judges the extracted answer `pred` equal to the gold `label` (both LaTeX or
-    plain text, e.g. "1,234" == "1234", "\\dfrac{3}{4}" == "0.75", "90^\\circ" == "90"). Parsed, never run."""
+    plain text, e.g. "1,234" == "1234", "\\dfrac{3}{4}" == "0.75", "90^\\circ" == "90"). Model text is only
+    parsed, never run: LaTeX goes to a grammar-based parser, and sympy's eval-based parse_expr only ever
+    sees strings of digits and + - * / ^ ( ) (Math-Verify's regex for plain expressions)."""
     gold, answer = _parse(label), _parse(pred)
     return bool(gold and answer) and verify(list(gold), list(answer), timeout_seconds=_timeout())
 
 
 def reward(completion_text: str, label: str) -> float:
     """Eq. 11: 100 if the last boxed answer is correct, 10 if there is one but it is wrong, 0 otherwise.
-    `completion_text` is what follows the prompt (CoT, prefill, answer), e.g. "... The final answer is: \\boxed{42}."."""
+    `completion_text` is what follows the prompt (CoT, prefill, answer), e.g.
+    "... The final answer is: \\boxed{42}."."""
     pred = extract_boxed(completion_text)
     if pred is None:
         return 0.0

@@ -23,7 +23,7 @@ from tqdm import tqdm
 from data import build_prompt, extract_boxed, load_dataset, pass_at_k, reward
 from default_model import resolve_model
 from model import load_model
-from rollout import generate, noise_scale
+from rollout import StopMatcher, generate, noise_scale
 from tokenizer import load_tokenizer
 
 # §7: setting -> (CoT kind, CoT τ, sampled?). A sampled soft/fuzzy CoT adds noise σ = --sigma × RMS(E) (§2),
@@ -61,30 +61,30 @@ def get_args(argv=None):
     args = ap.parse_args(argv)
 
     args.settings = list(dict.fromkeys(s.strip() for s in args.settings.split(",") if s.strip()))
-    problems = [f"unknown setting {s!r} (choose from {', '.join(SETTINGS)})" for s in args.settings if s not in SETTINGS]
+    errors = [f"unknown setting {s!r} (choose from {', '.join(SETTINGS)})" for s in args.settings if s not in SETTINGS]
     if not args.settings:
-        problems.append("--settings is empty")
+        errors.append("--settings is empty")
     try:
         args.k = sorted({int(k) for k in (args.k or f"1,{args.n_samples}").split(",")})
     except ValueError:
         ap.error(f"--k must be comma-separated integers, got {args.k!r}")
     if args.n_samples < 1:
-        problems.append("--n-samples must be >= 1")
+        errors.append("--n-samples must be >= 1")
     elif args.k[0] < 1 or args.k[-1] > args.n_samples:
-        problems.append(f"every --k must be in 1..{args.n_samples} (--n-samples), got {args.k}")
+        errors.append(f"every --k must be in 1..{args.n_samples} (--n-samples), got {args.k}")
     for name in ("limit", "max_cot_tokens", "max_answer_tokens", "batch_size"):
         if getattr(args, name) is not None and getattr(args, name) < 1:
-            problems.append(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+            errors.append(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
     if args.sigma < 0:
-        problems.append(f"--sigma must be >= 0, got {args.sigma}")
+        errors.append(f"--sigma must be >= 0, got {args.sigma}")
     if args.device == "auto":
         args.device = "cuda" if torch.cuda.is_available() else "cpu"
     elif args.device.startswith("cuda") and not torch.cuda.is_available():
-        problems.append(f"--device {args.device}: CUDA is not available")
+        errors.append(f"--device {args.device}: CUDA is not available")
     elif args.device != "cpu" and not args.device.startswith("cuda"):
-        problems.append(f"--device must be auto, cpu, cuda or cuda:N, got {args.device!r}")
-    if problems:
-        ap.error("; ".join(problems))
+        errors.append(f"--device must be auto, cpu, cuda or cuda:N, got {args.device!r}")
+    if errors:
+        ap.error("; ".join(errors))
     on_gpu = args.device.startswith("cuda")
     args.dtype = args.dtype if args.dtype != "auto" else "bfloat16" if on_gpu else "float32"
     args.batch_size = args.batch_size or (512 if on_gpu else 64)
@@ -104,13 +104,15 @@ def run_setting(model, tok, prompts, labels, name, args) -> list[list[dict]]:
     mode, tau, sampled = SETTINGS[name]
     n = args.n_samples if sampled else 1
     per_batch = max(1, args.batch_size // n)  # prompts per call, so a call holds about --batch-size rows
+    V = model.embed_tokens.weight.shape[0]  # the stop-text automaton, built once rather than in every call
+    matcher = StopMatcher(tok.token_bytes + [b""] * (V - len(tok.token_bytes)), model.embed_tokens.weight.device)
     out = []
     for start in tqdm(range(0, len(prompts), per_batch), desc=name, unit="batch", file=sys.stderr):
         idx = range(start, min(start + per_batch, len(prompts)))
         r = generate(model, tok, [prompts[i] for i in idx], mode, samples_per_prompt=n, tau=tau,
                      sigma=noise(name, args), max_cot_tokens=args.max_cot_tokens,
                      max_answer_tokens=args.max_answer_tokens, answer_tau=0.0,
-                     seed=[args.seed + i for i in idx])  # one random stream per problem (GroupRandom)
+                     seed=[args.seed + i for i in idx], matcher=matcher)  # seeds: one stream per problem
         cot_lens = r.cot_lens.tolist()
         for j, i in enumerate(idx):
             samples = []

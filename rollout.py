@@ -155,6 +155,16 @@ class GroupRandom:
         return (probs / race).argmax(-1)
 
 
+def at_temperature(logits, tau, log_p1, p1):
+    """(log p, p) at temperature τ; τ = 1 reuses the untempered pair, τ = 0 (greedy) has none."""
+    if tau == 1:
+        return log_p1, p1
+    if tau == 0:
+        return None, None
+    log_p = F.log_softmax(logits / tau, dim=-1)
+    return log_p, log_p.exp()
+
+
 @torch.no_grad()
 def generate(model, tokenizer, prompts: list[list[int]], mode: str, samples_per_prompt: int = 1,
              tau: float | None = None, sigma: float = 0.33, max_cot_tokens: int = 128,
@@ -210,27 +220,30 @@ def generate(model, tokenizer, prompts: list[list[int]], mode: str, samples_per_
     for step in range(max_steps):
         in_cot, in_prefill, in_answer = phase == COT, phase == PREFILL, phase == ANSWER
 
-        # --- CoT step (§2): p = softmax(logits / τ) in float32 (τ = 1e-4 overflows half precision)
-        log_p = F.log_softmax(logits / tau, dim=-1) if tau > 0 else None
+        # --- next-token distributions in float32 (τ = 1e-4 overflows half precision); τ = 1 reuses the untempered one
         log_p1 = F.log_softmax(logits, dim=-1)
-        rec_entropy.append(-(log_p1.exp() * log_p1).sum(-1))
+        p1 = log_p1.exp()
+        rec_entropy.append(-(p1 * log_p1).sum(-1))                   # entropy of the untempered distribution
+        log_p, p = at_temperature(logits, tau, log_p1, p1)           # CoT: p = softmax(logits / τ)   (Eq. 3)
         shadow = logits.argmax(-1)                                   # the greedy shadow token (§3)
+
+        # --- CoT step (§2)
         if mode == "hard":
-            cot_token = rng.sample(log_p.exp()) if tau > 0 else shadow
+            cot_token = rng.sample(p) if tau > 0 else shadow
             cot_embed = E[cot_token]
             if tau > 0:
                 logp += torch.where(in_cot, log_p.gather(1, cot_token[:, None])[:, 0], 0.0)
         else:
             cot_token = shadow
-            mean = (log_p.exp().to(E.dtype) @ E).float()             # h^0_t = p_{t-1} E   (Eq. 5)
+            mean = (p.to(E.dtype) @ E).float()                       # h^0_t = p_{t-1} E   (Eq. 5)
             cot_embed = mean + abs_sigma * rng.normal(mean.shape[1])  # + σ ε, ε ~ N(0, I)   (Eq. 6)
             if abs_sigma > 0:
                 logp += torch.where(in_cot, gaussian_log_prob(cot_embed, mean, abs_sigma), 0.0)  # Eq. 10
 
         # --- answer step: ordinary tokens (§3), sampled at answer_tau or greedy
         if answer_tau > 0:
-            log_pa = F.log_softmax(logits / answer_tau, dim=-1)
-            answer_token = rng.sample(log_pa.exp())
+            log_pa, pa = at_temperature(logits, answer_tau, log_p1, p1)
+            answer_token = rng.sample(pa)
             logp += torch.where(in_answer, log_pa.gather(1, answer_token[:, None])[:, 0], 0.0)
         else:
             answer_token = shadow
@@ -249,7 +262,8 @@ def generate(model, tokenizer, prompts: list[list[int]], mode: str, samples_per_
         n_cot += in_cot
         match_state = torch.where(in_cot, matcher.table[match_state, token], match_state)
         stopped = in_cot & (match_state == matcher.done_state)       # text ends with STOP_TEXT
-        budget = in_cot & ~stopped & (n_cot >= max_cot_tokens)        # CoT budget L reached
+        # CoT budget L reached, or the model ended its turn: either way the full marker is prefilled
+        budget = in_cot & ~stopped & ((n_cot >= max_cot_tokens) | torch.isin(token, stop_ids))
         which_prefill = torch.where(budget, 1, which_prefill)
         prefill_pos += in_prefill
         braces += torch.where(in_answer, matcher.brace_delta[token], 0)
@@ -323,7 +337,7 @@ if __name__ == "__main__":
     args = ap.parse_args()
     folder = resolve_model(args.model)
     model, tok = load_model(folder).eval(), load_tokenizer(folder)
-    prompt = tok.encode(build_prompt(args.prompt))
+    prompt = tok.encode_prompt(build_prompt(args.prompt))
     r = generate(model, tok, [prompt], args.mode, tau=args.tau, sigma=args.sigma,
                  max_cot_tokens=args.max_cot_tokens, answer_tau=0.0, seed=args.seed)
     print(f"mode={r.mode} tau={r.tau} sigma(abs)={r.sigma:.4f}  CoT steps={int(r.cot_lens[0])}  "

@@ -190,6 +190,11 @@ class Tokenizer:
             ids += [t for t in mapped if t >= 0]  # -1: a byte missing from the vocabulary, dropped as HF does
         return ids
 
+    def encode_prompt(self, text: str) -> list[int]:
+        """A prompt's ids: special tokens allowed (a chat prompt has them), BOS first where the family wants it."""
+        ids = self.encode(text, allow_special=True)
+        return [self.bos_id] + ids if self.add_bos and ids[:1] != [self.bos_id] else ids
+
     def decode(self, ids) -> str:
         """Ids -> text; special tokens give their text, ids beyond the vocabulary nothing (as in HF)."""
         n = self.vocab_size

@@ -24,7 +24,7 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm import tqdm
 
-from data import encode_prompt, load_dataset, reward
+from data import build_prompt, load_dataset, reward
 from default_model import resolve_model
 from model import load_model, save_model
 from rloo import rloo_advantages, rloo_loss
@@ -35,9 +35,9 @@ from tokenizer import load_tokenizer
 # 135M default model shows steps, reward and a validation score on a 2-core CPU within minutes.
 DATASET_DEFAULTS = {
     "gsm8k": dict(steps=4000, samples_per_prompt=32, prompts_per_step=2, max_cot_tokens=128, lr=6e-6,
-                  eval_every=100, val_size=200),
+                  eval_every=100, val_size=200, prompt_format="raw"),
     "arithmetic": dict(steps=60, samples_per_prompt=8, prompts_per_step=2, max_cot_tokens=48, lr=1e-5,
-                       eval_every=15, val_size=40),
+                       eval_every=15, val_size=40, prompt_format="chat"),  # raw: ~0% for a 135M model
 }
 FALLBACK_DEFAULTS = dict(DATASET_DEFAULTS["gsm8k"], max_cot_tokens=512)  # MATH-style sets (§3)
 
@@ -51,7 +51,7 @@ def get_args(argv=None):
     ap.add_argument("--model", default="smollm2-135m-instruct")
     ap.add_argument("--dataset", default="arithmetic")
     ap.add_argument("--data-path", default=None, help="local JSONL/parquet in GSM8K format")
-    ap.add_argument("--prompt-format", choices=["raw", "chat"], default="raw")
+    ap.add_argument("--prompt-format", choices=["raw", "chat"], help="raw: the paper's prompt (§6); chat: chat template")
     ap.add_argument("--steps", type=int)
     ap.add_argument("--samples-per-prompt", type=int, help="G (paper: 32)")
     ap.add_argument("--prompts-per-step", type=int, help="B over all ranks (paper: 2)")
@@ -180,7 +180,7 @@ def main(argv=None):
 
     train_set = load_dataset(args.dataset, "train", data_path=args.data_path)
     val_set = load_dataset(args.dataset, "validation", data_path=args.data_path, limit=args.val_size)
-    encode = lambda p: encode_prompt(p.question, tok, args.prompt_format)
+    encode = lambda p: tok.encode_prompt(build_prompt(p.question, tok, args.prompt_format))
     train_prompts, val_prompts = [encode(p) for p in train_set], [encode(p) for p in val_set]
     val_labels = [p.answer for p in val_set]
 

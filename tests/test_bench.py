@@ -46,7 +46,8 @@ def test_tiny_run_prints_every_method_and_writes_positive_numbers(tmp_path, one_
         assert row["tokens_per_s"] > 0 and row["ms_per_step"] > 0 and row["peak_gib"] > 0
         assert row["vs_transformers"] > 0
         # transformers generates CoT + answer tokens; ours also steps through the prefill between them
-        assert row["steps"] == 4 + 2 + (len(SyntheticTokenizer(512).encode(PREFILL_BUDGET)) if row["method"] != "transformers" else 0)
+        prefill = len(SyntheticTokenizer(512).encode(PREFILL_BUDGET)) if row["method"] != "transformers" else 0
+        assert row["steps"] == 4 + 2 + prefill
     train = report["train_step"]
     assert set(train["seconds"]) == {"rollout", "log-prob forward", "backward", "optimizer"}
     assert all(v > 0 for v in train["seconds"].values()) and train["peak_gib"] > 0

@@ -1,6 +1,8 @@
 import itertools
 import json
+import os
 import re
+import subprocess
 import sys
 import threading
 import time
@@ -170,7 +172,8 @@ def test_extract_boxed_exact_content():
 def test_checking_works_outside_the_main_thread():
     # Math-Verify's signal-based timeouts raise in other threads unless turned off; we turn them off there.
     result = []
-    thread = threading.Thread(target=lambda: result.append((is_correct("\\frac{6}{4}", "1.5"), reward(f"{END}2}}.", "3"))))
+    check = lambda: result.append((is_correct("\\frac{6}{4}", "1.5"), reward(f"{END}2}}.", "3")))
+    thread = threading.Thread(target=check)
     thread.start()
     thread.join()
     assert result == [(True, 10.0)]
@@ -270,16 +273,15 @@ def test_arithmetic_splits_sizes_disjoint_deterministic():
 
 
 def test_arithmetic_is_the_same_in_a_fresh_process():
-    import subprocess
     code = "import data; print([p.question for p in data.load_dataset('arithmetic', 'validation', limit=5)])"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                         cwd=data.__file__.rsplit("/", 1)[0], env={"PYTHONHASHSEED": "123"}).stdout
+                         cwd=os.path.dirname(os.path.abspath(data.__file__)), env={"PYTHONHASHSEED": "123"}).stdout
     assert out.strip() == str([p.question for p in load_dataset("arithmetic", "validation", limit=5)])
 
 
 def test_arithmetic_reports_an_exhausted_problem_space():
     with pytest.raises(ValueError, match="could only make"):
-        data.arithmetic_problems("test", n=100_000)
+        data.arithmetic_problems("test", n=5000)  # difficulty 1 has ~3,000 distinct test questions
 
 
 def test_arithmetic_bad_arguments():
@@ -287,6 +289,8 @@ def test_arithmetic_bad_arguments():
         load_dataset("arithmetic", "dev")
     with pytest.raises(ValueError, match="difficulty"):
         load_dataset("arithmetic", "test", difficulty=0)
+    with pytest.raises(ValueError, match="no --data-path"):
+        load_dataset("arithmetic", "test", data_path="x.jsonl")
 
 
 # --- files --------------------------------------------------------------------
@@ -320,6 +324,9 @@ def test_gsm8k_folder_and_validation_carve_out(tmp_path):
     assert [p.answer for p in train] == [str(i) for i in range(50)]
     assert [p.answer for p in validation] == [str(i) for i in range(50, 250)]
     assert len(load_dataset("gsm8k", "test", data_path=str(tmp_path))) == 3
+    write_jsonl(tmp_path / "train.jsonl", rows[:200])
+    with pytest.raises(ValueError, match="too few to hold out 200"):
+        load_dataset("gsm8k", "train", data_path=str(tmp_path))
 
 
 def test_gsm8k_parquet_file(tmp_path):

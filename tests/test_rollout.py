@@ -123,18 +123,20 @@ def test_stop_rule_prefill_and_answer_phase():
     answer = tok.encode("3}") + [5, 5]            # answer ends at the closing brace, not later
     scripts = [[9, 10] + marker + tok.encode(" \\boxed{") + answer,         # stops after step 3
                [11] + split_marker + tok.encode(" \\boxed{") + answer,       # stops after step 5
-               [9] * 40]                                                       # runs to the budget
+               [9] * 40,                                                       # runs to the budget
+               [9, 0] + [9] * 40]                                              # ends its turn: budget prefill
     model = ScriptedModel(scripts, tok.vocab_size)
     for mode in ("hard", "fuzzy"):
-        r = generate(model, tok, [[1], [1, 2], [3]], mode, samples_per_prompt=2, tau=0.0 if mode == "hard" else None,
+        r = generate(model, tok, [[1], [1, 2], [3], [4]], mode, samples_per_prompt=2, tau=0.0 if mode == "hard" else None,
                      sigma=0.0, max_cot_tokens=8, answer_tau=0.0)
-        assert r.cot_lens.tolist() == [3, 3, 5, 5, 8, 8]
+        assert r.cot_lens.tolist() == [3, 3, 5, 5, 8, 8, 2, 2]
         assert r.cot_text[0] == " 1 2The final answer is:" and r.cot_text[2] == "3The final answer is:"
         assert r.answer_text[0] == " \\boxed{3}"              # prefill, then the answer up to the brace
         kinds = r.step_kinds[0].tolist()
         assert kinds[:3] == [STEP_COT] * 3 and kinds[3:5] == [STEP_PREFILL] * 2 and kinds[5:7] == [STEP_ANSWER] * 2
         assert r.answer_text[4].startswith("The final answer is: \\boxed{")  # budget prefill
-        assert r.answer_lens.tolist() == [2, 2, 2, 2, 32, 32]  # row 3 never closes the brace: the budget stops it
+        assert r.answer_text[6].startswith("The final answer is: \\boxed{") and r.cot_text[6] == " 1<eos>"
+        assert r.answer_lens.tolist() == [2, 2, 2, 2, 32, 32, 32, 32]  # row 3 never closes the brace: the budget stops it
 
 
 # --------------------------------------------------------------------------- generation against the teacher-forced pass

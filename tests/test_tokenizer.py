@@ -432,3 +432,12 @@ def test_smollm2_drops_bytes_missing_from_its_vocabulary(smollm2):
     tok, hf = load_tokenizer(smollm2), tokenizers.Tokenizer.from_file(f"{smollm2}/tokenizer.json")
     for text in ["a\x04b", "\x06\x13\x14\x16\x1d", "x \x04 12"]:
         assert tok.encode(text) == hf_ids(hf, text, False) and "\x04" not in tok.decode(tok.encode(text))
+
+
+def test_encode_prompt_adds_bos_only_where_the_family_wants_it(smollm2, llama):
+    smol, llama3 = load_tokenizer(smollm2), load_tokenizer(llama)
+    assert smol.encode_prompt("User: hi Assistant:") == smol.encode("User: hi Assistant:")  # SmolLM2: no BOS
+    assert llama3.encode_prompt("User: hi") == [llama3.bos_id] + llama3.encode("User: hi")
+    chat = llama3.chat_prompt([{"role": "user", "content": "hi"}])  # starts with <|begin_of_text|> already
+    assert llama3.encode_prompt(chat) == llama3.encode(chat, allow_special=True)
+    assert llama3.encode_prompt(chat).count(llama3.bos_id) == 1
