@@ -164,10 +164,7 @@ def main(argv=None) -> dict:
     model = load_model(folder, device=args.device, dtype=getattr(torch, args.dtype)).eval()
     tok = load_tokenizer(folder)
     problems = load_dataset(args.dataset, args.split, data_path=args.data_path, limit=args.limit)  # never empty
-    # A raw prompt gets the model's BOS if it wants one; a chat prompt already holds it as text (tokenizer.py).
-    bos = [tok.bos_id] if tok.add_bos and args.prompt_format == "raw" else []
-    prompts = [bos + tok.encode(build_prompt(p.question, tok, args.prompt_format), allow_special=True)
-               for p in problems]
+    prompts = [tok.encode_prompt(build_prompt(p.question, tok, args.prompt_format)) for p in problems]  # BOS if wanted
     labels = [p.answer for p in problems]
     print(f"{args.model} ({folder}) on {args.dataset}/{args.split}: {len(problems)} problems, "
           f"settings {','.join(args.settings)}, {args.device} {args.dtype}, batch {args.batch_size} rows", file=sys.stderr)

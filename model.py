@@ -208,8 +208,11 @@ class Transformer(nn.Module):
     def setup_cache(self, batch: int, max_len: int):
         """Preallocate one KV cache per layer; `None` for max_len=0 frees them."""
         p = self.embed_tokens.weight
+        # under autocast (fp32 weights, bf16 compute) keys and values are bf16: store them so, at half the memory
+        autocast = torch.is_autocast_enabled(p.device.type)
+        dtype = torch.get_autocast_dtype(p.device.type) if autocast else p.dtype
         self.caches = None if max_len == 0 else [
-            KVCache(batch, max_len, self.cfg.n_kv_heads, self.cfg.head_dim, p.dtype, p.device)
+            KVCache(batch, max_len, self.cfg.n_kv_heads, self.cfg.head_dim, dtype, p.device)
             for _ in self.layers]
 
     def forward(self, tokens=None, embeds=None, start_pos: int = 0, pad_lens=None, use_cache: bool = False,
