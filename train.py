@@ -36,7 +36,7 @@ from tokenizer import load_tokenizer
 DATASET_DEFAULTS = {
     "gsm8k": dict(steps=4000, samples_per_prompt=32, prompts_per_step=2, max_cot_tokens=128, lr=6e-6,
                   eval_every=100, val_size=200, prompt_format="raw"),
-    "arithmetic": dict(steps=60, samples_per_prompt=8, prompts_per_step=2, max_cot_tokens=48, lr=1e-5,
+    "arithmetic": dict(steps=60, samples_per_prompt=8, prompts_per_step=2, max_cot_tokens=48, lr=3e-5,
                        eval_every=15, val_size=40, prompt_format="chat"),  # raw: ~0% for a 135M model
 }
 FALLBACK_DEFAULTS = dict(DATASET_DEFAULTS["gsm8k"], max_cot_tokens=512)  # MATH-style sets (§3)
