@@ -296,7 +296,7 @@ def main(argv=None):
             samples_file.flush()
             bar.update(1)
             bar.set_postfix(reward=f"{row['reward']:.1f}", acc=f"{row['accuracy']:.2f}",
-                            val=f"{best:.2f}", cot=f"{row['cot_len']:.0f}")
+                            best_val=f"{best:.2f}" if best >= 0 else "-", cot=f"{row['cot_len']:.0f}")
             if "val_accuracy" in row or step == 1:
                 tqdm.write(f"step {step}: reward {row['reward']:.1f} acc {row['accuracy']:.2f} "
                            f"no-signal groups {row['no_signal_groups']:.2f} cot {row['cot_len']:.0f} tok "

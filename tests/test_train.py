@@ -129,3 +129,12 @@ def test_main_command_runs_and_evaluate_loads_its_checkpoint(tmp_path):
                   "--settings", "fuzzy-greedy", "--max-cot-tokens", "4", "--output", str(tmp_path / "eval.json")])
     assert result.returncode == 0, result.stderr[-2000:]
     assert "fuzzy-greedy" in json.load(open(tmp_path / "eval.json"))["table"][0].values()
+
+
+def test_plot_reads_metrics_and_a_resumed_run_overrides_repeated_steps(tmp_path):
+    from plot import read_metrics
+    lines = [{"step": 0, "val_accuracy": 0.1}, {"step": 1, "reward": 5.0}, {"step": 2, "reward": 7.0},
+             {"step": 2, "reward": 9.0, "val_accuracy": 0.3}]  # step 2 again after a resume
+    (tmp_path / "metrics.jsonl").write_text("\n".join(json.dumps(x) for x in lines) + "\n")
+    rows = read_metrics(str(tmp_path / "metrics.jsonl"))
+    assert list(rows) == [0, 1, 2] and rows[2] == {"step": 2, "reward": 9.0, "val_accuracy": 0.3}
