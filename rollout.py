@@ -334,15 +334,18 @@ if __name__ == "__main__":
     ap.add_argument("--sigma", type=float, default=0.33)
     ap.add_argument("--max-cot-tokens", type=int, default=128)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--prompt-format", choices=["raw", "chat"], default="chat", help="chat suits small models")
     args = ap.parse_args()
     folder = resolve_model(args.model)
     model, tok = load_model(folder).eval(), load_tokenizer(folder)
-    prompt = tok.encode_prompt(build_prompt(args.prompt))
+    prompt = tok.encode_prompt(build_prompt(args.prompt, tok, args.prompt_format))
     r = generate(model, tok, [prompt], args.mode, tau=args.tau, sigma=args.sigma,
                  max_cot_tokens=args.max_cot_tokens, answer_tau=0.0, seed=args.seed)
     print(f"mode={r.mode} tau={r.tau} sigma(abs)={r.sigma:.4f}  CoT steps={int(r.cot_lens[0])}  "
           f"mean entropy={r.cot_entropy[0]:.3f} nats")
-    print("--- CoT (" + ("sampled tokens" if r.mode == "hard" else "greedy shadow of the soft inputs") + ")")
-    print(r.cot_text[0])
-    print("--- answer (greedy)")
-    print(r.answer_text[0])
+    print("--- CoT, step by step: the " + ("sampled token" if r.mode == "hard" else "greedy shadow token")
+          + " and the entropy (nats) of the distribution it came from")
+    for s in range(int(r.cot_lens[0])):
+        print(f"{s:4d}  {r.entropy[0, s]:6.3f}  {tok.decode([int(r.tokens[0, s])])!r}")
+    print("--- CoT text\n" + r.cot_text[0])
+    print("--- answer (prefill + greedy answer)\n" + r.answer_text[0])
