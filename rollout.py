@@ -95,7 +95,7 @@ class Rollout:
     answer_text: list[str]           # prefill + answer, decoded: the text that gets scored
     mode: str
     tau: float                       # CoT temperature
-    sigma: float                     # absolute noise scale σ (0 = greedy soft/fuzzy)
+    sigma_abs: float                 # absolute noise scale σ = --sigma × RMS(E) (0 = greedy soft/fuzzy)
     answer_tau: float                # answer temperature (0 = greedy)
 
     @property
@@ -185,7 +185,7 @@ def generate(model, tokenizer, prompts: list[list[int]], mode: str, samples_per_
     device, V = E.device, E.shape[0]  # p runs over the model's full vocabulary (§2), padding ids included
     matcher = matcher or StopMatcher(tokenizer.token_bytes + [b""] * (V - len(tokenizer.token_bytes)), device)
     pad_id = tokenizer.pad_id if tokenizer.pad_id is not None else tokenizer.eos_id
-    abs_sigma = noise_scale(model, sigma) if mode != "hard" else 0.0
+    sigma_abs = noise_scale(model, sigma) if mode != "hard" else 0.0
     G = samples_per_prompt
 
     # Prompt: prefill each distinct prompt once, then copy its cache to its G samples (nanochat does this).
@@ -236,9 +236,9 @@ def generate(model, tokenizer, prompts: list[list[int]], mode: str, samples_per_
         else:
             cot_token = shadow
             mean = (p.to(E.dtype) @ E).float()                       # h^0_t = p_{t-1} E   (Eq. 5)
-            cot_embed = mean + abs_sigma * rng.normal(mean.shape[1])  # + σ ε, ε ~ N(0, I)   (Eq. 6)
-            if abs_sigma > 0:
-                logp += torch.where(in_cot, gaussian_log_prob(cot_embed, mean, abs_sigma), 0.0)  # Eq. 10
+            cot_embed = mean + sigma_abs * rng.normal(mean.shape[1])  # + σ ε, ε ~ N(0, I)   (Eq. 6)
+            if sigma_abs > 0:
+                logp += torch.where(in_cot, gaussian_log_prob(cot_embed, mean, sigma_abs), 0.0)  # Eq. 10
 
         # --- answer step: ordinary tokens (§3), sampled at answer_tau or greedy
         if answer_tau > 0:
@@ -288,7 +288,7 @@ def generate(model, tokenizer, prompts: list[list[int]], mode: str, samples_per_
         cot_text=[tokenizer.decode([t for t, k in zip(ts, ks) if k == STEP_COT]) for ts, ks in zip(tok_list, kind_list)],
         answer_text=[tokenizer.decode([t for t, k in zip(ts, ks) if k in (STEP_PREFILL, STEP_ANSWER)])
                      for ts, ks in zip(tok_list, kind_list)],
-        mode=mode, tau=tau, sigma=abs_sigma, answer_tau=answer_tau)
+        mode=mode, tau=tau, sigma_abs=sigma_abs, answer_tau=answer_tau)
 
 
 def log_prob(model, rollout: Rollout) -> torch.Tensor:
@@ -299,7 +299,7 @@ def log_prob(model, rollout: Rollout) -> torch.Tensor:
     tokens are given, not sampled, and padding never counts.
     """
     r = rollout
-    if r.mode != "hard" and r.sigma == 0 or r.mode == "hard" and r.tau == 0 or r.answer_tau == 0:
+    if (r.mode != "hard" and r.sigma_abs == 0) or (r.mode == "hard" and r.tau == 0) or r.answer_tau == 0:
         raise ValueError("greedy rollouts (sigma = 0, tau = 0 or a greedy answer) have no log-probability")
     core = getattr(model, "module", model)                         # unwrap DistributedDataParallel
     E = core.embed_tokens.weight
@@ -315,7 +315,7 @@ def log_prob(model, rollout: Rollout) -> torch.Tensor:
         cot_terms = F.log_softmax(logits / r.tau, -1).gather(-1, r.tokens[..., None])[..., 0]
     else:                  # Eq. 10: log N(h̃_t; p_{t-1} E, σ² I)
         mean = (F.softmax(logits / r.tau, dim=-1).to(E.dtype) @ E).float()
-        cot_terms = gaussian_log_prob(r.cot_embeds, mean, r.sigma)
+        cot_terms = gaussian_log_prob(r.cot_embeds, mean, r.sigma_abs)
     answer_terms = F.log_softmax(logits / r.answer_tau, -1).gather(-1, r.tokens[..., None])[..., 0]
     return (torch.where(is_cot, cot_terms, 0.0) + torch.where(r.step_kinds == STEP_ANSWER, answer_terms, 0.0)).sum(1)
 
@@ -341,7 +341,7 @@ if __name__ == "__main__":
     prompt = tok.encode_prompt(build_prompt(args.prompt, tok, args.prompt_format))
     r = generate(model, tok, [prompt], args.mode, tau=args.tau, sigma=args.sigma,
                  max_cot_tokens=args.max_cot_tokens, answer_tau=0.0, seed=args.seed)
-    print(f"mode={r.mode} tau={r.tau} sigma(abs)={r.sigma:.4f}  CoT steps={int(r.cot_lens[0])}  "
+    print(f"mode={r.mode} tau={r.tau} sigma(abs)={r.sigma_abs:.4f}  CoT steps={int(r.cot_lens[0])}  "
           f"mean entropy={r.cot_entropy[0]:.3f} nats")
     print("--- CoT, step by step: the " + ("sampled token" if r.mode == "hard" else "greedy shadow token")
           + " and the entropy (nats) of the distribution it came from")

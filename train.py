@@ -276,7 +276,7 @@ def main(argv=None):
             stats /= world
         keys = ["reward", "reward_std", "accuracy", "extraction_rate", "no_signal_groups",
                 "cot_len", "answer_len", "cot_entropy", "loss"]
-        row = {"step": step, **dict(zip(keys, stats.tolist())), "sigma_abs": roll.sigma, "lr": lr_at(step - 1, args),
+        row = {"step": step, **dict(zip(keys, stats.tolist())), "sigma_abs": roll.sigma_abs, "lr": lr_at(step - 1, args),
                "grad_norm": grad_norm.item(), "tokens_per_s": (roll.cot_lens + roll.answer_lens).sum().item() / (t1 - t0),
                "rollout_s": t1 - t0, "update_s": t2 - t1}
         if step % args.eval_every == 0 or step == args.steps:
@@ -300,7 +300,7 @@ def main(argv=None):
             if "val_accuracy" in row or step == 1:
                 tqdm.write(f"step {step}: reward {row['reward']:.1f} acc {row['accuracy']:.2f} "
                            f"no-signal groups {row['no_signal_groups']:.2f} cot {row['cot_len']:.0f} tok "
-                           f"entropy {row['cot_entropy']:.2f} σ {roll.sigma:.4f} loss {row['loss']:.2f} "
+                           f"entropy {row['cot_entropy']:.2f} σ {roll.sigma_abs:.4f} loss {row['loss']:.2f} "
                            f"| {row['rollout_s']:.1f}s rollout {row['update_s']:.1f}s update"
                            + (f" | greedy val {row['val_accuracy']:.3f}" if "val_accuracy" in row else ""))
                 tqdm.write(f"  sample (reward {rewards[0, 0].item():.0f}): {roll.cot_text[0][-200:]!r} -> {roll.answer_text[0]!r}")

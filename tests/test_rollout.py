@@ -168,7 +168,7 @@ def naive_log_prob(model, r):
                 lp = lp + torch.distributions.Categorical(logits=logits / r.tau).log_prob(torch.tensor(token))
             elif kind == STEP_COT:
                 mean = torch.softmax(logits / r.tau, -1) @ E
-                lp = lp + torch.distributions.Normal(mean, r.sigma).log_prob(r.cot_embeds[b, s]).sum()
+                lp = lp + torch.distributions.Normal(mean, r.sigma_abs).log_prob(r.cot_embeds[b, s]).sum()
             elif kind == STEP_ANSWER:
                 lp = lp + torch.distributions.Categorical(logits=logits / r.answer_tau).log_prob(torch.tensor(token))
             inputs.append(r.cot_embeds[b, s] if kind == STEP_COT and r.mode != "hard" else E[token])
@@ -207,8 +207,8 @@ def test_fuzzy_mean_is_argmax_embedding_and_noise_has_std_sigma():
     assert (mean[cot] - E[logits.argmax(-1)][cot]).abs().max() < 1e-3   # τ = 1e-4: p E is the argmax row
     noise = (r.cot_embeds - mean)[cot]
     assert noise.numel() > 10_000
-    assert noise.std().item() == pytest.approx(r.sigma, rel=0.03)
-    assert noise.mean().abs().item() < 0.03 * r.sigma
+    assert noise.std().item() == pytest.approx(r.sigma_abs, rel=0.03)
+    assert noise.mean().abs().item() < 0.03 * r.sigma_abs
 
 
 @pytest.mark.parametrize("mode", ["soft", "fuzzy"])
