@@ -1,15 +1,20 @@
 """Rollout and training-step speed: this project's hard / soft / fuzzy rollouts against transformers' `generate`
-on the same weights, and one full RLOO step (PAPER.md §5) split into rollout / log-prob forward / backward /
+on the same weights, and one full RLOO step (docs/paper.md §5) split into rollout / log-prob forward / backward /
 optimizer, with peak memory.
 
-    python bench.py                       # one GPU, one run: SmolLM2-135M and Llama-3.2-3B shapes, batch 32 and 256
-    python bench.py --tiny --device cpu --batch 4 --cot 8 --answer 4 --train-cot 8     # CPU smoke test (CI)
+    python bench.py                       # one GPU: SmolLM2-135M and Llama-3.2-3B shapes, batch 32 and 256
+    python bench.py --tiny                # a tiny random model, seconds on a CPU: a smoke test of the benchmark
     OMP_NUM_THREADS=1 python bench.py --device cpu --shapes smollm2-135m --batch 32 --prompt-len 32 --cot 32 \
         --answer 8 --train-shape smollm2-135m --train-cot 32 --json bench.json
 
 Weights are random (speed does not depend on their values, once the logits have a realistic scale: see
 `build_models`). Every rollout runs its full CoT and answer budget (see `fixed_length_matcher`), so all methods
-take the same number of steps. On a shared CPU, OMP_NUM_THREADS=1 avoids threads waiting on each other."""
+take the same number of steps.
+
+Every figure is the median of --repeats timed runs after an untimed warm-up, printed with its min–max. The
+methods take turns within each round (hard, soft, fuzzy, transformers, hard, ...), and "vs transformers" is the
+median of the per-round ratios, so a moment when another process is busy slows both sides of a ratio rather
+than one figure. On a shared CPU, OMP_NUM_THREADS=1 also avoids threads waiting on each other."""
 
 import argparse
 import json
@@ -19,6 +24,7 @@ import random
 import re
 import resource
 import shlex
+import statistics
 import sys
 import time
 from contextlib import contextmanager, nullcontext
@@ -37,7 +43,10 @@ parser.add_argument("--cot", type=int, default=256, help="CoT steps of the rollo
 parser.add_argument("--answer", type=int, default=32, help="answer steps (rollouts and the training step)")
 parser.add_argument("--modes", default="hard,soft,fuzzy")
 parser.add_argument("--no-transformers", action="store_true", help="skip the transformers comparison")
-parser.add_argument("--tiny", action="store_true", help="a tiny shape for everything (CPU smoke test)")
+parser.add_argument("--tiny", action="store_true",
+                    help="tiny shapes and sizes for everything (seconds on a CPU); explicit flags still win")
+parser.add_argument("--threads", type=int, default=None, help="torch threads on a CPU (default: torch's choice)")
+parser.add_argument("--repeats", type=int, default=5, help="timed runs per figure, after one warm-up run")
 parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
 parser.add_argument("--json", help="also write every number to this file")
 parser.add_argument("--skip-train-step", action="store_true")
@@ -58,6 +67,22 @@ SHAPES = {
     "tiny": ModelConfig(vocab_size=512, dim=64, n_layers=2, n_heads=4, n_kv_heads=2, head_dim=16, hidden_dim=128,
                         rope_theta=500000.0, rope_scaling=LLAMA3_ROPE, max_seq_len=131072, tie_embeddings=True),
 }
+# what --tiny changes: the defaults of these flags (a flag given on the command line still wins). One thread:
+# matrices this small gain nothing from a second one, and on a busy machine every OpenMP barrier then waits for
+# a descheduled thread (measured on 2 shared cores: ~10 s in all with 1 thread, 75 s and 10x spreads with 2).
+TINY = dict(shapes="tiny", train_shape="tiny", batch="4", prompt_len=8, cot=16, answer=4, train_samples=4,
+            train_cot=8, micro_batch=2, threads=1)
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    args = parser.parse_args(argv)
+    if args.tiny:  # argparse fills in a default only where the namespace has no value yet
+        args = parser.parse_args(argv, namespace=argparse.Namespace(**TINY))
+    if args.threads is not None and args.threads < 1:
+        raise ValueError(f"--threads must be at least 1, got {args.threads}")
+    if args.repeats < 1:
+        raise ValueError(f"--repeats must be at least 1, got {args.repeats}")
+    return args
 
 
 # --------------------------------------------------------------------------- random models and a synthetic tokenizer
@@ -148,6 +173,10 @@ def peak_gib(device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
 
 
+def min_max(values, fmt="{:,.1f}") -> str:
+    return f"{fmt.format(min(values))}–{fmt.format(max(values))}"
+
+
 def print_table(header: list[str], rows: list[list]):
     print("| " + " | ".join(header) + " |\n|" + "---|" * len(header))
     for row in rows:
@@ -179,22 +208,32 @@ def bench_rollouts(shape: str, args, device, dtype, modes: list[str], with_hf: b
                               pad_token_id=tok.pad_id, eos_token_id=tok.eos_id)
             return out.shape[1] - args.prompt_len
 
-        methods = {m: (lambda cot, answer, m=m: ours(m, cot, answer)) for m in modes}
+        methods = {m: (lambda m=m: ours(m, args.cot, args.answer)) for m in modes}
         if hf is not None:
-            methods["transformers"] = theirs
-        for method, run in methods.items():
-            run(min(args.cot, 16), min(args.answer, 8))  # warm-up: kernels, cuBLAS handles, allocator pools
-            reset_peak(device)
-            times = {}
-            with clock(times, "s", device):
-                steps = run(args.cot, args.answer)
-            results.append({"shape": shape, "batch": batch, "method": method, "steps": steps, "seconds": times["s"],
-                            "tokens_per_s": steps * batch / times["s"], "ms_per_step": 1000 * times["s"] / steps,
-                            "peak_gib": peak_gib(device)})
-            print(f"  {shape} batch {batch} {method}: {results[-1]['tokens_per_s']:,.0f} tokens/s", file=sys.stderr)
-    for r in results:
-        ref = next((x for x in results if x["batch"] == r["batch"] and x["method"] == "transformers"), None)
-        r["vs_transformers"] = r["tokens_per_s"] / ref["tokens_per_s"] if ref else None
+            methods["transformers"] = lambda: theirs(args.cot, args.answer)
+        steps = {method: run() for method, run in methods.items()}  # warm-up: kernels, cuBLAS handles, allocator
+        ms_per_step = {method: [] for method in methods}                # per round
+        peak = dict.fromkeys(methods, 0.0)
+        for _ in range(args.repeats):
+            for method, run in methods.items():  # take turns, so a busy moment slows every method of its round
+                reset_peak(device)
+                times = {}
+                with clock(times, "s", device):
+                    run()
+                ms_per_step[method].append(1000 * times["s"] / steps[method])
+                peak[method] = max(peak[method], peak_gib(device))
+        for method, ms in ms_per_step.items():
+            ms_median = statistics.median(ms)
+            # the same tokens per step on both sides, so the speed ratio is the inverse ratio of ms per step
+            ratios = ([t / o for t, o in zip(ms_per_step["transformers"], ms)] if "transformers" in ms_per_step
+                      else None)
+            results.append({"shape": shape, "batch": batch, "method": method, "steps": steps[method],
+                            "repeats": args.repeats, "tokens_per_s": 1000 * batch / ms_median,
+                            "ms_per_step": ms_median, "ms_per_step_all": ms,
+                            "vs_transformers": statistics.median(ratios) if ratios else None,
+                            "vs_transformers_all": ratios, "peak_gib": peak[method]})
+            print(f"  {shape} batch {batch} {method}: {results[-1]['tokens_per_s']:,.0f} tokens/s (median of "
+                  f"{args.repeats})", file=sys.stderr)
     return results
 
 
@@ -233,19 +272,24 @@ def bench_train_step(shape: str, args, device) -> dict:
 
     step()  # warm-up; it also allocates AdamW's state, which every later step has
     reset_peak(device)
-    times = step()
+    runs = [step() for _ in range(args.repeats)]  # [{part: seconds}]
+    parts = {part: [run[part] for run in runs] for part in runs[0]}
+    totals = [sum(run.values()) for run in runs]
     return {"shape": shape, "samples": G, "cot": args.train_cot, "answer": args.answer,
-            "micro_batch": args.micro_batch, "seconds": times, "total_s": sum(times.values()),
-            "peak_gib": peak_gib(device)}
+            "micro_batch": args.micro_batch, "repeats": args.repeats,
+            "seconds": {part: statistics.median(s) for part, s in parts.items()}, "seconds_all": parts,
+            "total_s": statistics.median(totals), "total_s_all": totals, "peak_gib": peak_gib(device)}
 
 
 # --------------------------------------------------------------------------- main
 
 def main(argv=None):
-    args = parser.parse_args(argv)
+    args = parse_args(argv)
     device = torch.device(args.device)
+    if args.threads and device.type == "cpu":
+        torch.set_num_threads(args.threads)
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
-    shapes = ["tiny"] if args.tiny else args.shapes.split(",")
+    shapes = args.shapes.split(",")
     modes = args.modes.split(",")
     for name in shapes + ([] if args.skip_train_step else [args.train_shape]):
         if name not in SHAPES:
@@ -261,24 +305,32 @@ def main(argv=None):
             with_hf = False
     name = (torch.cuda.get_device_name(device) if device.type == "cuda"
             else f"CPU {platform.processor() or platform.machine()} ({os.cpu_count()} cores)")
-    print(f"device: {name}, torch {torch.__version__}, {str(dtype).removeprefix('torch.')}, "
-          f"prompt {args.prompt_len}, CoT {args.cot} + answer {args.answer}\n")
+    threads = f", {torch.get_num_threads()} threads" if device.type == "cpu" else ""
+    print(f"device: {name}{threads}, torch {torch.__version__}, {str(dtype).removeprefix('torch.')}, "
+          f"prompt {args.prompt_len}, CoT {args.cot} + answer {args.answer}; "
+          f"each figure: median [min–max] of {args.repeats} runs after a warm-up\n")
 
     rows = [r for shape in shapes for r in bench_rollouts(shape, args, device, dtype, modes, with_hf)]
     mem = "peak GiB" if device.type == "cuda" else "peak RSS GiB (process)"
-    print_table(["shape", "batch", "method", "steps", "tokens/s", "ms/step", "vs transformers", mem],
-                [[r["shape"], r["batch"], r["method"], r["steps"], r["tokens_per_s"], r["ms_per_step"],
-                  f"{r['vs_transformers']:.2f}x" if r["vs_transformers"] else "-", f"{r['peak_gib']:.2f}"]
-                 for r in rows])
+    print_table(["shape", "batch", "method", "steps", "tokens/s", "ms/step", "ms/step min–max", "vs transformers",
+                 "vs transformers min–max", mem],
+                [[r["shape"], r["batch"], r["method"], r["steps"], r["tokens_per_s"], f"{r['ms_per_step']:,.2f}",
+                  min_max(r["ms_per_step_all"], "{:,.2f}"),
+                  f"{r['vs_transformers']:.2f}x" if r["vs_transformers"] else "-",
+                  min_max(r["vs_transformers_all"], "{:.2f}x") if r["vs_transformers"] else "-",
+                  f"{r['peak_gib']:.2f}"] for r in rows])
 
     train = None
     if not args.skip_train_step:
-        train = bench_train_step("tiny" if args.tiny else args.train_shape, args, device)
+        train = bench_train_step(args.train_shape, args, device)
         print(f"\nRLOO step: {train['shape']}, 1 prompt x {train['samples']} samples, fuzzy, CoT {train['cot']} "
               f"+ answer {train['answer']}, micro-batch {train['micro_batch']}, activation checkpointing, fp32 weights"
               + (" + bf16 autocast" if device.type == "cuda" else ""))
-        print_table(["part", "seconds", "share"], [[k, f"{v:.3f}", f"{v / train['total_s']:.0%}"]
-                                                  for k, v in {**train["seconds"], "total": train["total_s"]}.items()])
+        parts = sum(train["seconds"].values())  # medians of the parts need not add up to the median total
+        print_table(["part", "seconds", "seconds min–max", "share"],
+                    [[k, f"{train['seconds'][k]:.3f}", min_max(v, "{:.3f}"), f"{train['seconds'][k] / parts:.0%}"]
+                     for k, v in train["seconds_all"].items()]
+                    + [["total", f"{train['total_s']:.3f}", min_max(train["total_s_all"], "{:.3f}"), "100%"]])
         print(f"{mem}: {train['peak_gib']:.2f}")
 
     if args.json:

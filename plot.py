@@ -1,53 +1,294 @@
-"""Training curves from train.py's metrics.jsonl, as one PNG (matplotlib is an optional dependency).
+"""Figures as PNG files: training curves, pass@k curves and CoT entropy profiles (matplotlib is optional:
+`pip install matplotlib`).
 
-    python plot.py out/metrics.jsonl [out-soft/metrics.jsonl ...] --output curves.png
+    python plot.py train out/metrics.jsonl out-soft --output curves.png            # one curve per run
+    python plot.py train hard=out-hard-s0,out-hard-s1 fuzzy='out-fuzzy-s*'         # mean and min–max over seeds
+    python plot.py passk results.json --output passk.png                           # pass@k for k = 1..n
+    python plot.py entropy base=base.json hard=hard.json --setting hard-sample     # entropy along the CoT
+
+A run is a metrics.jsonl file or the OUT_DIR that holds it (train), or an evaluate.py JSON (passk, entropy).
+LABEL=RUN,RUN,... draws one curve for several runs (e.g. seeds): their mean at each x, over the runs that
+have that x, with a shaded band from their minimum to their maximum. Each RUN may be a glob pattern.
+Without a subcommand, `train` is meant: `python plot.py out/metrics.jsonl` works.
 """
 
 import argparse
+import glob
 import json
+import math
 import os
+import sys
 
-PANELS = [("reward", "mean reward"), ("val_accuracy", "greedy validation accuracy"),
-          ("no_signal_groups", "groups with no reward spread"), ("cot_len", "CoT length (tokens)"),
-          ("cot_entropy", "CoT entropy (nats)"), ("grad_norm", "gradient norm")]
+from data import pass_at_k
 
+# (metrics.jsonl key, panel title); the gradient-norm and loss panels are drawn apart, see plot_train
+TRAIN_PANELS = [("reward", "mean reward (100 correct, 10 wrong but boxed, 0 no answer)"),
+                ("val_accuracy", "greedy validation accuracy"),
+                ("cot_entropy", "CoT entropy (nats, untempered)"),
+                ("no_signal_groups", "share of groups with no reward spread\n(no learning signal)"),
+                ("accuracy", "sample accuracy (training rollouts)"),
+                ("cot_len", "CoT length (tokens)")]
+SETTING_COLOR = {"hard": "C0", "soft": "C1", "fuzzy": "C2"}
+MAX_MARKED_POINTS = 60  # up to this many points per curve get a marker, so a one-step run still shows its point
+
+
+# --------------------------------------------------------------------------- reading
 
 def read_metrics(path: str) -> dict[int, dict]:
-    """step -> metrics; a resumed run may repeat steps after its last checkpoint, and the later line wins."""
+    """step -> metrics of a train.py metrics.jsonl. A resumed run may repeat steps after its last checkpoint:
+    the later line wins. The closing summary line and a last line cut short by a crash are skipped."""
     rows = {}
     with open(path) as f:
-        for line in f:
-            if line.strip():
-                row = json.loads(line)
-                rows.setdefault(row["step"], {}).update(row)
+        lines = f.read().splitlines()
+    for i, line in enumerate(lines):
+        try:
+            row = json.loads(line) if line.strip() else None
+        except ValueError:
+            if i == len(lines) - 1:  # the line a crash cut short
+                continue
+            raise ValueError(f"{path}:{i + 1}: not JSON: {line[:80]!r}") from None
+        if row is not None and "summary" not in row:
+            rows.setdefault(row["step"], {}).update(row)
     return dict(sorted(rows.items()))
 
 
-def main():
-    ap = argparse.ArgumentParser(description="Plot train.py metrics.")
-    ap.add_argument("metrics", nargs="+", help="metrics.jsonl files, one curve each")
-    ap.add_argument("--output", default="curves.png")
-    args = ap.parse_args()
+def read_json(path: str) -> dict:
+    with open(path) as f:
+        return json.load(f)
+
+
+def expand_runs(specs: list[str], default_name: str | None) -> list[tuple[str, list[str]]]:
+    """["hard=a,b*", "c"] -> [("hard", [a, b1, b2]), ("c", [c])]: a label and its files. A folder stands for
+    the `default_name` file inside it. Missing files are an error here, before anything is plotted."""
+    groups = []
+    for spec in specs:
+        label, _, runs = spec.partition("=") if "=" in spec else ("", "", spec)
+        paths = []
+        for run in filter(None, runs.split(",")):
+            matches = sorted(glob.glob(run)) or [run]
+            for path in matches:
+                if default_name and os.path.isdir(path):
+                    path = os.path.join(path, default_name)
+                if not os.path.isfile(path):
+                    raise SystemExit(f"plot.py: no such file: {path}")
+                paths.append(path)
+        if not paths:
+            raise SystemExit(f"plot.py: {spec!r} names no file")
+        if not label:  # an unlabelled run: its folder's name (OUT_DIR) or its file name
+            folder = os.path.basename(os.path.dirname(os.path.abspath(paths[0])))
+            label = folder if default_name else os.path.splitext(os.path.basename(paths[0]))[0]
+        groups.append((label, paths))
+    return groups
+
+
+# --------------------------------------------------------------------------- the numbers behind the curves
+
+def mean_band(curves: list[dict]) -> tuple[list, list[float], list[float], list[float]]:
+    """Several curves {x: y} -> (xs, mean, min, max) at every x that some curve has, over the curves that have
+    it (runs of different lengths: the longer ones carry on alone)."""
+    xs = sorted({x for curve in curves for x in curve})
+    values = [[curve[x] for curve in curves if x in curve] for x in xs]
+    return xs, [sum(v) / len(v) for v in values], [min(v) for v in values], [max(v) for v in values]
+
+
+def metric_curve(rows: dict[int, dict], key: str) -> dict[int, float]:
+    """step -> value of one metric; steps where it is missing or was not finite (logged as null) are left out."""
+    return {step: row[key] for step, row in rows.items()
+            if isinstance(row.get(key), (int, float)) and math.isfinite(row[key])}
+
+
+def pass_at_k_curve(result: dict, setting: str) -> dict[int, float]:
+    """k -> pass@k in percent for k = 1..n, from an evaluate.py JSON: the unbiased estimator per problem
+    (docs/paper.md §7), averaged over the problems. A greedy setting has n = 1, hence one point."""
+    problems = result["problems"]
+    if not problems or setting not in problems[0]["generations"]:
+        raise SystemExit(f"plot.py: no setting {setting!r} in this evaluation; it has "
+                         f"{', '.join(problems[0]['generations']) if problems else 'no problems'}")
+    counts = [(len(p["generations"][setting]), sum(s["correct"] for s in p["generations"][setting]))
+              for p in problems]
+    n = min(n for n, _ in counts)
+    return {k: 100 * sum(pass_at_k(n_i, c, k) for n_i, c in counts) / len(counts) for k in range(1, n + 1)}
+
+
+def entropy_profile(result: dict, setting: str, min_count: int) -> tuple[dict[int, float], dict[int, float]]:
+    """(position -> mean entropy, position -> number of rollouts) along the CoT, positions from 1, from an
+    evaluate.py JSON. Positions that fewer than `min_count` rollouts reach are left out of the mean: a mean of
+    a handful of long CoTs is noise."""
+    row = next((r for r in result.get("table", []) if r.get("setting") == setting), {})
+    profile = row.get("entropy_profile") or result.get("entropy_profile", {}).get(setting)
+    if profile is None:
+        have = [r["setting"] for r in result.get("table", []) if "entropy_profile" in r]
+        have += list(result.get("entropy_profile", {}))
+        raise SystemExit(f"plot.py: no entropy profile for {setting!r} in this evaluation; it has "
+                         f"{', '.join(have) or 'none (an evaluate.py from before entropy profiles?)'}")
+    count = {t: c for t, c in enumerate(profile["count"], 1)}
+    mean = {t: m for t, (m, c) in enumerate(zip(profile["mean"], profile["count"]), 1)
+            if c >= min_count and m is not None}
+    if not mean:
+        raise SystemExit(f"plot.py: no CoT position of {setting!r} is reached by --min-count {min_count} rollouts "
+                         f"(at most {max(profile['count'], default=0)}): lower --min-count")
+    return mean, count
+
+
+# --------------------------------------------------------------------------- drawing
+
+def draw(ax, curves: list[dict], label: str, color: str, linestyle: str = "-", band: bool = True, marker="o"):
+    """One line: the mean of `curves`, markers on short curves, and the min–max band when there are several."""
+    xs, mean, lo, hi = mean_band(curves)
+    if not xs:
+        return
+    ax.plot(xs, mean, color=color, linestyle=linestyle, label=label, marker=marker if len(xs) <= MAX_MARKED_POINTS
+            else None, markersize=5 if len(xs) <= 10 else 3)
+    if band and len(curves) > 1:
+        ax.fill_between(xs, lo, hi, color=color, alpha=0.2, linewidth=0)
+
+
+def integer_ticks(ax):
+    """Steps, positions and k are whole numbers: ticks only there, and a range of at least 2 around a lone
+    point (else matplotlib zooms in to ±0.05 and ticks 0.96, 0.98, ...)."""
+    from matplotlib.ticker import MaxNLocator
+    lo, hi = ax.get_xlim()
+    if hi - lo < 2 and ax.get_xscale() == "linear":
+        ax.set_xlim((lo + hi) / 2 - 1, (lo + hi) / 2 + 1)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+
+
+def group_label(label: str, paths: list[str], unit: str) -> str:
+    return f"{label} ({len(paths)} {unit}, mean, min–max)" if len(paths) > 1 else label
+
+
+def plot_train(plt, groups, output: str):
+    runs = [(label, paths, [read_metrics(p) for p in paths]) for label, paths in groups]
+    logged = {key for _, _, all_rows in runs for rows in all_rows for row in rows.values() for key in row}
+    loss_key = "loss_no_const" if "loss_no_const" in logged else "loss"  # runs from before it: the raw loss
+    fig, axes = plt.subplots(2, 4, figsize=(20, 8.5), sharex=True)  # the same steps in every panel
+    for ax, (key, title) in zip(axes.flat, TRAIN_PANELS):
+        for i, (label, paths, all_rows) in enumerate(runs):
+            draw(ax, [metric_curve(rows, key) for rows in all_rows], group_label(label, paths, "runs"), f"C{i}")
+        ax.set_title(title)
+
+    ax = axes.flat[6]  # both gradient norms, same colour per run: solid and dots before clipping, dashed and x after
+    for i, (label, paths, all_rows) in enumerate(runs):
+        draw(ax, [metric_curve(rows, "grad_norm") for rows in all_rows], label, f"C{i}")
+        draw(ax, [metric_curve(rows, "grad_norm_clipped") for rows in all_rows], label, f"C{i}", "--", band=False,
+             marker="x")
+    if any(line.get_ydata().max() > 10 for line in ax.lines):
+        # the unclipped norm can be 10^4 times the clipped one (≤ the clip threshold, 1.0 by default), and a step
+        # without learning signal has norm 0: linear up to 1, logarithmic above
+        ax.set_yscale("symlog", linthresh=1.0)
+    ax.legend(handles=[plt.Line2D([], [], color="k", marker="o", label="before clipping (grad_norm)"),
+                       plt.Line2D([], [], color="k", marker="x", linestyle="--",
+                                  label="after clipping (grad_norm_clipped)")], fontsize=8)
+    ax.set_title("gradient norm")
+
+    ax = axes.flat[7]
+    for i, (label, paths, all_rows) in enumerate(runs):
+        draw(ax, [metric_curve(rows, loss_key) for rows in all_rows], label, f"C{i}")
+    ax.set_title("loss without Eq. 10's constant (loss_no_const)" if loss_key == "loss_no_const"
+                 else "loss (with Eq. 10's constant)")
+
+    for ax in axes.flat:
+        integer_ticks(ax)
+        ax.tick_params(labelbottom=True)  # sharex hides the top row's step numbers: keep them
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+    axes.flat[0].legend(fontsize=8)
+    save(fig, output)
+
+
+def plot_passk(plt, groups, output: str):
+    results = [(label, paths, [read_json(p) for p in paths]) for label, paths in groups]
+    fig, axes = plt.subplots(1, len(results), figsize=(6.5 * len(results), 5), sharey=True, squeeze=False)
+    for ax, (label, paths, jsons) in zip(axes.flat, results):
+        n_max = 1
+        for setting in [row["setting"] for row in jsons[0]["table"]]:
+            curves = [pass_at_k_curve(result, setting) for result in jsons]
+            color = SETTING_COLOR.get(setting.partition("-")[0], "k")
+            if len(curves[0]) == 1:  # greedy: one rollout per problem, a single point at k = 1
+                _, mean, _, _ = mean_band(curves)
+                ax.plot([1], mean, marker="D", linestyle="none", color=color, label=setting)
+            else:
+                draw(ax, curves, setting, color)
+                n_max = max(n_max, len(curves[0]))
+        if n_max >= 8:  # the paper's pass@k curves: k on a log scale
+            ax.set_xscale("log", base=2)
+            ticks = [k for k in (2**i for i in range(n_max.bit_length())) if k <= n_max] + [n_max]
+            ax.set_xticks(sorted(set(ticks)), [str(k) for k in sorted(set(ticks))])
+        else:
+            integer_ticks(ax)
+        ax.set_title(group_label(label, paths, "evaluations"))
+        ax.set_xlabel("k (samples per problem)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    axes.flat[0].set_ylabel("pass@k (%)")
+    save(fig, output)
+
+
+def plot_entropy(plt, groups, setting: str, min_count: int, output: str):
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(9, 7), sharex=True, height_ratios=[3, 1])
+    for i, (label, paths) in enumerate(groups):
+        profiles = [entropy_profile(read_json(p), setting, min_count) for p in paths]
+        draw(top, [mean for mean, _ in profiles], group_label(label, paths, "evaluations"), f"C{i}")
+        draw(bottom, [count for _, count in profiles], label, f"C{i}", band=False)
+    top.set_title(f"CoT entropy profile, {setting} (positions that at least {min_count} rollouts reach)")
+    top.set_ylabel("mean entropy (nats, untempered)")
+    bottom.set_ylabel("rollouts still\nin the CoT")
+    bottom.set_xlabel("CoT position (tokens)")
+    for ax in (top, bottom):
+        integer_ticks(ax)
+        ax.grid(alpha=0.3)
+    top.legend(fontsize=8)
+    save(fig, output)
+
+
+def save(fig, output: str):
+    fig.tight_layout()
+    fig.savefig(output, dpi=100)
+    print(f"wrote {output}")
+
+
+# --------------------------------------------------------------------------- main
+
+def get_args(argv: list[str]) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="command", required=True)
+    train = sub.add_parser("train", help="training curves from train.py's metrics.jsonl")
+    train.add_argument("runs", nargs="+", help="metrics.jsonl, OUT_DIR, or LABEL=RUN,RUN,... (mean over them)")
+    train.add_argument("--output", default="curves.png")
+    passk = sub.add_parser("passk", help="pass@k for k = 1..n from evaluate.py JSONs, one line per setting")
+    passk.add_argument("runs", nargs="+", help="an evaluate.py JSON or LABEL=JSON,JSON,...; one panel each")
+    passk.add_argument("--output", default="passk.png")
+    entropy = sub.add_parser("entropy", help="mean CoT entropy at each CoT position from evaluate.py JSONs")
+    entropy.add_argument("runs", nargs="+", help="an evaluate.py JSON or LABEL=JSON,JSON,...; one line each")
+    entropy.add_argument("--setting", default="hard-sample", help="the paper's profile is of hard sampling (§8)")
+    entropy.add_argument("--min-count", type=int, default=10, help="leave out positions fewer rollouts reach")
+    entropy.add_argument("--output", default="entropy.png")
+    if argv and argv[0] not in sub.choices and argv[0] not in ("-h", "--help"):
+        argv = ["train", *argv]  # plot.py METRICS... (the first form this script had)
+    return ap.parse_args(argv)
+
+
+def import_pyplot():
     try:
         import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
     except ImportError:
-        raise SystemExit("plot.py needs matplotlib: pip install matplotlib")
-    fig, axes = plt.subplots(2, 3, figsize=(15, 8))
-    for path in args.metrics:
-        rows = read_metrics(path)
-        label = os.path.basename(os.path.dirname(os.path.abspath(path)))
-        for ax, (key, title) in zip(axes.flat, PANELS):
-            points = [(s, r[key]) for s, r in rows.items() if key in r]
-            if points:
-                ax.plot(*zip(*points), marker="o" if key == "val_accuracy" else None, label=label)
-            ax.set_title(title)
-            ax.set_xlabel("step")
-    axes.flat[0].legend()
-    fig.tight_layout()
-    fig.savefig(args.output, dpi=100)
-    print(f"wrote {args.output}")
+        raise SystemExit("plot.py needs matplotlib, an optional dependency: pip install matplotlib") from None
+    matplotlib.use("Agg")  # files only, no display needed
+    import matplotlib.pyplot as plt
+    return plt
+
+
+def main(argv=None):
+    args = get_args(sys.argv[1:] if argv is None else argv)
+    plt = import_pyplot()
+    groups = expand_runs(args.runs, "metrics.jsonl" if args.command == "train" else None)
+    if args.command == "train":
+        plot_train(plt, groups, args.output)
+    elif args.command == "passk":
+        plot_passk(plt, groups, args.output)
+    else:
+        plot_entropy(plt, groups, args.setting, args.min_count, args.output)
+    plt.close("all")
 
 
 if __name__ == "__main__":

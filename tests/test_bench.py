@@ -1,15 +1,18 @@
-"""bench.py: the CPU smoke run prints every method and writes positive numbers, and the transformers comparison
-runs on the same weights (greedy decoding agrees token for token)."""
+"""bench.py: `--tiny` finishes in seconds and prints every figure as a median with its min–max, the JSON holds the
+numbers behind them, and the transformers comparison runs on the same weights (greedy decoding agrees token for
+token)."""
 
 import json
 import os
+import statistics
 import subprocess
 import sys
+import time
 
 import pytest
 import torch
 
-from bench import SHAPES, SyntheticTokenizer, build_models, fixed_length_matcher, main
+from bench import SHAPES, TINY, SyntheticTokenizer, build_models, fixed_length_matcher, main, parse_args
 from rollout import PREFILL_BUDGET, STEP_COT, generate
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -25,32 +28,57 @@ def one_thread():
     torch.set_num_threads(before)
 
 
-def test_tiny_run_prints_every_method_and_writes_positive_numbers(tmp_path, one_thread):
+def test_tiny_run_finishes_quickly_and_prints_medians_with_spreads(tmp_path, one_thread):
     out = tmp_path / "bench.json"
-    cmd = [sys.executable, "bench.py", "--tiny", "--device", "cpu", "--batch", "2,3", "--prompt-len", "5",
-           "--cot", "4", "--answer", "2", "--train-cot", "4", "--train-samples", "4", "--micro-batch", "2",
-           "--json", str(out)]
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120,
-                          env=one_thread)
+    start = time.perf_counter()
+    cmd = [sys.executable, "bench.py", "--tiny", "--device", "cpu", "--repeats", "3", "--json", str(out)]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120, env=one_thread)
+    seconds = time.perf_counter() - start
     assert proc.returncode == 0, proc.stderr
-    for batch in (2, 3):
-        for method in ("hard", "soft", "fuzzy", "transformers"):
-            assert f"| tiny | {batch} | {method} |" in proc.stdout
+    assert seconds < 90, f"bench.py --tiny took {seconds:.0f} s"  # ~10 s on 2 idle cores; the old --tiny: > 300 s
+    assert "median [min–max] of 3 runs after a warm-up" in proc.stdout
+    for method in ("hard", "soft", "fuzzy", "transformers"):  # | shape | batch | method | ... | min–max | ...
+        cells = next(line for line in proc.stdout.splitlines() if line.startswith(f"| tiny | 4 | {method} |"))
+        cells = [c.strip() for c in cells.strip("|").split("|")]
+        ms, (ms_lo, ms_hi) = float(cells[5]), map(float, cells[6].split("–"))
+        assert ms_lo <= ms <= ms_hi
+        ratio, (ratio_lo, ratio_hi) = float(cells[7].rstrip("x")), (float(v.rstrip("x")) for v in cells[8].split("–"))
+        assert ratio_lo <= ratio <= ratio_hi
     for part in ("rollout", "log-prob forward", "backward", "optimizer", "total"):
-        assert f"| {part} |" in proc.stdout
+        cells = next(line for line in proc.stdout.splitlines() if line.startswith(f"| {part} |")).split("|")
+        lo, hi = map(float, cells[3].split("–"))
+        assert 0 < lo <= float(cells[2]) <= hi
 
     report = json.loads(out.read_text())
     assert report["device"] and report["torch"] == torch.__version__ and "--tiny" in report["command"]
-    assert len(report["rollouts"]) == 8
+    assert len(report["rollouts"]) == 4
+    theirs = next(r for r in report["rollouts"] if r["method"] == "transformers")
     for row in report["rollouts"]:
-        assert row["tokens_per_s"] > 0 and row["ms_per_step"] > 0 and row["peak_gib"] > 0
-        assert row["vs_transformers"] > 0
+        assert row["repeats"] == 3 and len(row["ms_per_step_all"]) == 3 and min(row["ms_per_step_all"]) > 0
+        assert row["ms_per_step"] == statistics.median(row["ms_per_step_all"])
+        assert row["tokens_per_s"] == pytest.approx(1000 * 4 / row["ms_per_step"]) and row["peak_gib"] > 0
+        # the ratio is taken within each round (the methods take turns), then the median over rounds
+        ratios = [t / o for t, o in zip(theirs["ms_per_step_all"], row["ms_per_step_all"])]
+        assert row["vs_transformers_all"] == pytest.approx(ratios)
+        assert row["vs_transformers"] == pytest.approx(statistics.median(ratios))
         # transformers generates CoT + answer tokens; ours also steps through the prefill between them
         prefill = len(SyntheticTokenizer(512).encode(PREFILL_BUDGET)) if row["method"] != "transformers" else 0
-        assert row["steps"] == 4 + 2 + prefill
+        assert row["steps"] == 16 + 4 + prefill
     train = report["train_step"]
     assert set(train["seconds"]) == {"rollout", "log-prob forward", "backward", "optimizer"}
-    assert all(v > 0 for v in train["seconds"].values()) and train["peak_gib"] > 0
+    for part, runs in train["seconds_all"].items():
+        assert len(runs) == 3 and min(runs) > 0 and train["seconds"][part] == statistics.median(runs)
+    assert train["total_s"] == statistics.median(train["total_s_all"]) and train["peak_gib"] > 0
+
+
+def test_tiny_sets_small_defaults_but_explicit_flags_win():
+    args = parse_args(["--tiny", "--batch", "2,3", "--cot", "5"])
+    assert (args.shapes, args.train_shape, args.batch, args.cot, args.answer, args.threads) == \
+        ("tiny", "tiny", "2,3", 5, TINY["answer"], 1)
+    full = parse_args([])
+    assert (full.shapes, full.batch, full.cot, full.threads) == ("smollm2-135m,llama-3.2-3b", "32,256", 256, None)
+    with pytest.raises(ValueError, match="--repeats"):
+        parse_args(["--tiny", "--repeats", "0"])
 
 
 def test_greedy_rollout_matches_transformers_on_the_same_weights(one_thread):
