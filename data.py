@@ -5,7 +5,8 @@
     prompt = build_prompt(problems[0].question)           # the paper's raw-text prompt
     reward("... The final answer is: \\boxed{18}.", "18")  # 100.0
 
-Datasets (a local `data_path` replaces the download; a folder holds `{split}.jsonl` or `{split}.parquet`):
+Datasets (a local `data_path` replaces the download: a folder holds `{split}.jsonl` or `{split}.parquet`; a
+single file is the test split, or is split by question hash, 9 to 1, into train and validation):
 - gsm8k: openai/gsm8k ("main"), train (7,273) / validation (the last 200 of the official train file) / test
   (1,319). The label is the number after "####", commas removed.
 - math500: HuggingFaceH4/MATH-500, test (500).
@@ -21,6 +22,7 @@ import json
 import math
 import os
 import random
+import sys
 import threading
 from dataclasses import dataclass
 
@@ -45,7 +47,18 @@ HUB = {
     "olympiadbench": ("math-ai/olympiadbench", {"test": "test.jsonl"}),
 }
 GSM8K_VALIDATION = 200  # held out from the end of GSM8K's train file for model selection (§5)
+VALIDATION_EVERY = 10  # a single --data-path file gives 1 in 10 of its problems to validation
 ARITHMETIC_SIZES = {"train": 5000, "validation": 200, "test": 500}
+
+# Per-dataset defaults. gsm8k: the paper's values (§3, §5). arithmetic: the offline default, sized so the
+# 135M default model shows steps, reward and a validation score on a 2-core CPU within minutes.
+DATASET_DEFAULTS = {
+    "gsm8k": dict(steps=4000, samples_per_prompt=32, prompts_per_step=2, max_cot_tokens=128, lr=6e-6,
+                  eval_every=100, val_size=200, prompt_format="raw"),
+    "arithmetic": dict(steps=60, samples_per_prompt=8, prompts_per_step=2, max_cot_tokens=48, lr=3e-5,
+                       eval_every=15, val_size=40, prompt_format="chat"),  # raw: ~0% for a 135M model
+}
+FALLBACK_DEFAULTS = dict(DATASET_DEFAULTS["gsm8k"], max_cot_tokens=512)  # MATH-style sets (§3)
 
 
 def load_dataset(name: str, split: str, data_path: str | None = None, limit: int | None = None,
@@ -64,6 +77,7 @@ def load_dataset(name: str, split: str, data_path: str | None = None, limit: int
     if file_split not in files:
         raise ValueError(f"dataset {name!r} has no split {split!r}; it has {sorted(files)}"
                          + (" and 'validation'" if name == "gsm8k" else ""))
+    by_hash = False  # split a single file into train / validation by question hash
     if data_path is None:
         try:
             path = hf_hub_download(repo, files[file_split], repo_type="dataset")
@@ -72,13 +86,16 @@ def load_dataset(name: str, split: str, data_path: str | None = None, limit: int
                                     f"Download it once with network access, or pass --data-path to a "
                                     f"local .jsonl/.parquet copy.") from e
     elif os.path.isdir(data_path):
-        found = [os.path.join(data_path, file_split + ext) for ext in (".jsonl", ".parquet")]
-        found = [f for f in found if os.path.isfile(f)]
-        if not found:
-            raise FileNotFoundError(f"{data_path} holds neither {file_split}.jsonl nor {file_split}.parquet")
-        path = found[0]
+        if carve and _split_file(data_path, "validation"):  # the folder brings its own validation split
+            carve, file_split = False, split
+        path = _split_file(data_path, file_split)
+        if path is None:
+            raise FileNotFoundError(f"{data_path} holds neither {split}.jsonl nor {split}.parquet" + (
+                f" (nor {file_split}.jsonl/.parquet to hold the {split} split out of)" if file_split != split else ""))
     elif os.path.isfile(data_path):
-        path, carve = data_path, False  # a single file is the whole split
+        # One file is the whole test split; as train and validation it is split by question hash, so that
+        # model selection never runs on training problems.
+        path, carve, by_hash = data_path, False, split in ("train", "validation")
     else:
         raise FileNotFoundError(f"--data-path {data_path} does not exist")
 
@@ -94,7 +111,31 @@ def load_dataset(name: str, split: str, data_path: str | None = None, limit: int
         if cut <= 0:
             raise ValueError(f"{path} has {len(problems)} problems, too few to hold out {GSM8K_VALIDATION}")
         problems = problems[:cut] if split == "train" else problems[cut:]
+    if by_hash:
+        problems = [p for p in problems if hash_split(p.question) == split]
+        print(f"data: {path} is one file; its {split} split is the {len(problems)} problems whose question hash "
+              f"puts them there (1 in {VALIDATION_EVERY} go to validation; a folder with train.jsonl and "
+              f"validation.jsonl keeps its own splits)", file=sys.stderr)
+        if not problems:
+            raise ValueError(f"{path}: no problem falls in the {split} split (1 in {VALIDATION_EVERY} go to "
+                             f"validation); give a folder with train.jsonl and validation.jsonl instead")
     return problems[:limit]
+
+
+def hash_split(question: str) -> str:
+    """"train" or "validation" for a question of a single-file dataset, fixed by its hash (as arithmetic_split)."""
+    return "validation" if _hash_bucket(question, VALIDATION_EVERY) == 0 else "train"
+
+
+def _hash_bucket(question: str, buckets: int) -> int:
+    """A bucket in 0..buckets-1 fixed by the question text: the same in every process and for every seed."""
+    return int(hashlib.sha256(question.encode()).hexdigest(), 16) % buckets
+
+
+def _split_file(folder: str, split: str) -> str | None:
+    """The folder's {split}.jsonl or {split}.parquet, or None."""
+    found = [os.path.join(folder, split + ext) for ext in (".jsonl", ".parquet")]
+    return next((f for f in found if os.path.isfile(f)), None)
 
 
 def _read_rows(path: str):
@@ -112,8 +153,12 @@ def _read_rows(path: str):
         for i, row in enumerate(rows):
             yield f"{path}, row {i}", row
         return
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
+    with open(path, "rb") as f:  # bytes, so that a non-UTF-8 line can be named
+        for lineno, raw in enumerate(f, 1):
+            try:
+                line = raw.decode("utf-8-sig" if lineno == 1 else "utf-8")
+            except UnicodeDecodeError as e:
+                raise ValueError(f"{path}:{lineno}: not UTF-8 text ({e}); JSONL files must be UTF-8") from None
             if not line.strip():
                 continue
             try:
@@ -189,7 +234,7 @@ def arithmetic_problem(rng: random.Random, difficulty: int) -> tuple[Problem, st
 
 def arithmetic_split(question: str) -> str:
     """The split a question text belongs to, fixed by its hash: splits are disjoint for every seed."""
-    bucket = int(hashlib.sha256(question.encode()).hexdigest(), 16) % 20
+    bucket = _hash_bucket(question, 20)
     return "test" if bucket < 2 else "validation" if bucket == 2 else "train"
 
 

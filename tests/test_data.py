@@ -329,6 +329,50 @@ def test_gsm8k_folder_and_validation_carve_out(tmp_path):
         load_dataset("gsm8k", "train", data_path=str(tmp_path))
 
 
+def test_single_file_train_and_validation_are_disjoint_hash_splits(tmp_path, capsys):
+    """A lone file must never give validation problems that are also trained on (it used to give both
+    splits the whole file)."""
+    rows = [{"question": f"Problem number {i}?", "answer": f"#### {i}"} for i in range(300)]
+    path = write_jsonl(tmp_path / "all.jsonl", rows)
+    train = load_dataset("gsm8k", "train", data_path=path)
+    validation = load_dataset("gsm8k", "validation", data_path=path)
+    questions = lambda ps: {p.question for p in ps}  # noqa: E731
+    assert not questions(train) & questions(validation)
+    assert questions(train) | questions(validation) == {r["question"] for r in rows}
+    assert 10 <= len(validation) <= 50  # about 1 in 10
+    assert all(data.hash_split(p.question) == "validation" for p in validation)
+    # fixed by the question, not by its place in the file: reversing the file keeps every split
+    write_jsonl(tmp_path / "reversed.jsonl", rows[::-1])
+    assert questions(load_dataset("gsm8k", "validation", data_path=str(tmp_path / "reversed.jsonl"))) \
+        == questions(validation)
+    err = capsys.readouterr().err
+    assert f"data: {path} is one file; its validation split is the {len(validation)} problems" in err
+    assert len(load_dataset("gsm8k", "test", data_path=path)) == 300  # as the test split, all of it
+    one = write_jsonl(tmp_path / "one.jsonl", rows[:1])
+    other = {"train": "validation", "validation": "train"}[data.hash_split(rows[0]["question"])]
+    with pytest.raises(ValueError, match=f"no problem falls in the {other} split"):
+        load_dataset("gsm8k", other, data_path=one)
+
+
+def test_folder_with_a_validation_file_keeps_its_splits(tmp_path):
+    rows = [{"question": f"q{i}", "answer": f"#### {i}"} for i in range(250)]
+    write_jsonl(tmp_path / "train.jsonl", rows)
+    write_jsonl(tmp_path / "validation.jsonl", GSM8K_ROWS)
+    assert len(load_dataset("gsm8k", "train", data_path=str(tmp_path))) == 250  # nothing carved out
+    assert [p.answer for p in load_dataset("gsm8k", "validation", data_path=str(tmp_path))] == ["13", "1234", "-3"]
+
+
+def test_non_utf8_jsonl_names_file_and_line(tmp_path):
+    path = tmp_path / "latin1.jsonl"
+    path.write_bytes(json.dumps(GSM8K_ROWS[0]).encode() + b"\n" +
+                     '{"question": "Caf\u00e9 sells 3?", "answer": "#### 3"}\n'.encode("latin-1"))
+    with pytest.raises(ValueError, match=r"latin1\.jsonl:2: not UTF-8 text"):
+        load_dataset("gsm8k", "test", data_path=str(path))
+    bom = tmp_path / "bom.jsonl"  # a UTF-8 byte-order mark (Windows editors) is fine
+    bom.write_bytes(b"\xef\xbb\xbf" + json.dumps(GSM8K_ROWS[0]).encode() + b"\n")
+    assert [p.answer for p in load_dataset("gsm8k", "test", data_path=str(bom))] == ["13"]
+
+
 def test_gsm8k_parquet_file(tmp_path):
     pq = pytest.importorskip("pyarrow.parquet")
     import pyarrow
@@ -370,8 +414,14 @@ def test_bad_files_give_clear_errors(tmp_path, content, message):
 
 
 def test_bad_names_and_paths(tmp_path):
-    with pytest.raises(ValueError, match="unknown dataset"):
+    with pytest.raises(ValueError, match=r"unknown dataset 'gsm9k'; choose from \['gsm8k', 'math500', "
+                                         r"'olympiadbench', 'arithmetic'\]"):
         load_dataset("gsm9k", "test")
+    write_jsonl(tmp_path / "test.jsonl", GSM8K_ROWS)  # a folder with a test split only
+    with pytest.raises(FileNotFoundError, match=r"holds neither validation\.jsonl nor validation\.parquet "
+                                                r"\(nor train\.jsonl/\.parquet to hold the validation split out of\)"):
+        load_dataset("gsm8k", "validation", data_path=str(tmp_path))
+    os.remove(tmp_path / "test.jsonl")
     with pytest.raises(ValueError, match="no split 'train'"):
         load_dataset("math500", "train")
     with pytest.raises(FileNotFoundError, match="does not exist"):

@@ -1,9 +1,12 @@
 """evaluate.py: the six settings end to end on a tiny model, the table against the JSON, pass@k by hand,
 batch-independent seeds, the default model, and clear errors for bad flags."""
 
+import dataclasses
 import json
 import math
 import os
+import re
+import signal
 import subprocess
 import sys
 
@@ -12,8 +15,10 @@ import torch
 import torch.nn as nn
 
 import evaluate
+import data
 from data import pass_at_k
 from model import ModelConfig, Transformer, save_model
+from rollout import STEP_ANSWER, STEP_COT, STEP_PAD, STEP_PREFILL, Rollout
 from tokenizer import byte_level_chars
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -108,9 +113,15 @@ def recompute(result, ks):
     return rows
 
 
-def test_end_to_end_in_process_table_adds_up(tiny, tmp_path):
+def test_end_to_end_in_process_table_adds_up(tiny, tmp_path, capsys):
     result = evaluate.main(tiny_argv(tiny, tmp_path / "r.json"))
     on_disk = json.load(open(tmp_path / "r.json"))
+    assert on_disk == json.loads(json.dumps(result))
+    assert (tmp_path / "r.md").read_text().endswith(on_disk["markdown"] + "\n")  # the table next to the JSON
+    err = capsys.readouterr().err
+    for name, (_, _, sampled) in evaluate.SETTINGS.items():  # a bar per setting in decode steps (was: 0/1 batch)
+        steps = re.search(rf"{name}: 100%\S* (\d+)/\1 \[.*(step/s|s/step), 3/3 problems\]", err)
+        assert steps and int(steps[1]) > 12 + 6, name  # at least the CoT and answer budgets: steps, not calls
     assert on_disk["table"] == json.loads(json.dumps(result["table"]))
     assert [r["setting"] for r in on_disk["table"]] == list(evaluate.SETTINGS)
     assert [p["label"] for p in on_disk["problems"]] == [a for _, a in QUESTIONS]  # --limit 3
@@ -134,6 +145,10 @@ def test_end_to_end_in_process_table_adds_up(tiny, tmp_path):
             f"{t['fuzzy-sample']['pass@1']:.1f} / {t['fuzzy-sample']['pass@2']:.1f}") in on_disk["markdown"]
     assert on_disk["config"]["settings_spec"]["soft-sample"]["sigma_abs"] > 0 == \
         on_disk["config"]["settings_spec"]["soft-greedy"]["sigma_abs"]
+    for name, profile in on_disk["entropy_profile"].items():  # counts against the cot_len of every sample
+        lens = [s["cot_len"] for p in on_disk["problems"] for s in p["generations"][name]]
+        assert profile["count"] == [sum(n > t for n in lens) for t in range(max(lens))], name
+        assert all(m is not None and 0 <= m <= math.log(len(CHARS) + len(SPECIALS)) for m in profile["mean"])
     rewards = {s["reward"] for p in on_disk["problems"] for ss in p["generations"].values() for s in ss}
     assert rewards == {0, 10, 100}, f"the fixture model should give all three rewards, got {rewards}"
 
@@ -197,7 +212,10 @@ def test_default_model_runs_all_six_settings(tmp_path):
     (["--limit", "0"], "--limit must be >= 1"),
     (["--n-samples", "0"], "--n-samples must be >= 1"),
     (["--batch-size", "-2"], "--batch-size must be >= 1"),
-    (["--sigma", "-1"], "--sigma must be >= 0"),
+    (["--sigma", "-1"], "--sigma must be a finite number >= 0"),
+    (["--sigma", "nan"], "--sigma must be a finite number >= 0, got nan"),
+    (["--sigma", "inf"], "--sigma must be a finite number >= 0, got inf"),
+    (["--output", "r.md"], "--output is the JSON"),
     (["--device", "tpu"], "--device must be auto, cpu, cuda or cuda:N"),
 ])
 def test_bad_flags_give_clear_errors(flags, message, capsys):
@@ -212,4 +230,150 @@ def test_empty_dataset_and_missing_model_are_clear(tiny, tmp_path):
     with pytest.raises(ValueError, match="no usable gsm8k problems"):
         evaluate.main(["--model", tiny[0], "--data-path", str(empty), "--output", str(tmp_path / "x.json")])
     with pytest.raises(FileNotFoundError, match="model folder not found"):
-        evaluate.main(["--model", str(tmp_path / "nope"), "--output", str(tmp_path / "x.json")])
+        evaluate.main(["--model", str(tmp_path / "nope"), "--data-path", tiny[1], "--output", str(tmp_path / "x.json")])
+
+
+# --------------------------------------------------------------------------- defaults and the output file
+
+def test_defaults_per_dataset_and_explicit_flags_win():
+    arithmetic = evaluate.get_args(["--dataset", "arithmetic", "--device", "cpu"])
+    train = data.DATASET_DEFAULTS["arithmetic"]  # the CPU-sized values train.py uses
+    assert (arithmetic.max_cot_tokens, arithmetic.prompt_format, arithmetic.n_samples, arithmetic.k) == \
+        (train["max_cot_tokens"], train["prompt_format"], train["samples_per_prompt"], [1, train["samples_per_prompt"]])
+    for dataset in ("gsm8k", "math500", "olympiadbench"):  # the paper's evaluation (§3, §6, §7)
+        args = evaluate.get_args(["--dataset", dataset])
+        assert (args.max_cot_tokens, args.prompt_format, args.n_samples, args.k) == (512, "raw", 32, [1, 32])
+    mine = evaluate.get_args(["--dataset", "arithmetic", "--max-cot-tokens", "64", "--prompt-format", "raw",
+                              "--n-samples", "2", "--batch-size", "3"])
+    assert (mine.max_cot_tokens, mine.prompt_format, mine.n_samples, mine.k, mine.batch_size) == \
+        (64, "raw", 2, [1, 2], 3)
+    assert arithmetic.batch_size == evaluate.CPU_BATCH_ROWS <= 16  # small calls on CPU: the bar moves
+
+
+def test_default_output_is_named_after_model_and_dataset_and_git_ignored(tmp_path):
+    assert evaluate.get_args([]).output == os.path.join("results", "eval_smollm2-135m-instruct_gsm8k.json")
+    hub = evaluate.get_args(["--model", "meta-llama/Llama-3.2-3B", "--split", "validation"])
+    assert hub.output == os.path.join("results", "eval_meta-llama-Llama-3.2-3B_gsm8k_validation.json")
+    (tmp_path / "run" / "best").mkdir(parents=True)
+    local = evaluate.get_args(["--model", str(tmp_path / "run" / "best"), "--dataset", "arithmetic"])
+    assert local.output == os.path.join("results", "eval_run-best_arithmetic.json")
+    assert evaluate.get_args(["--model", "a b/c?*", "--dataset", "../x"]).output == \
+        os.path.join("results", "eval_a-b-c_x.json")  # no spaces, wildcards or parent folders in the name
+    check = lambda path: subprocess.run(["git", "check-ignore", "-q", path], cwd=ROOT).returncode  # noqa: E731
+    if check(".gitignore") == 128:
+        pytest.skip("not a git checkout")
+    assert check("results/eval_run-best_arithmetic.json") == 0 and check("results/eval_run-best_arithmetic.md") == 0
+    assert check("results/report.md") == 1  # curated reports under results/ can still be committed
+
+
+def test_unwritable_output_fails_before_any_work(tiny, tmp_path, monkeypatch):
+    def no_work(*args, **kwargs):
+        raise AssertionError("work started before --output was checked")
+    monkeypatch.setattr(evaluate, "resolve_model", no_work)
+    monkeypatch.setattr(evaluate, "load_model", no_work)
+    monkeypatch.setattr(evaluate, "load_dataset", no_work)
+    (tmp_path / "a_file").write_text("")
+    with pytest.raises(OSError, match=r"--output .*a_file.*cannot write in"):
+        evaluate.main(tiny_argv(tiny, tmp_path / "a_file" / "r.json"))
+    (tmp_path / "r.json").mkdir()
+    with pytest.raises(IsADirectoryError, match="is a folder"):
+        evaluate.main(tiny_argv(tiny, tmp_path / "r.json"))
+
+
+def test_data_problems_are_reported_before_the_model_loads(tiny, tmp_path, monkeypatch):
+    def no_model(*args, **kwargs):
+        raise AssertionError("the model was loaded before the data was checked")
+    monkeypatch.setattr(evaluate, "resolve_model", no_model)
+    monkeypatch.setattr(evaluate, "load_model", no_model)
+    with pytest.raises(ValueError, match="unknown dataset 'gsm9k'"):
+        evaluate.main(["--model", tiny[0], "--dataset", "gsm9k", "--output", str(tmp_path / "r.json")])
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        evaluate.main(["--model", tiny[0], "--data-path", str(tmp_path / "no.jsonl"),
+                       "--output", str(tmp_path / "r.json")])
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_keeps_finished_settings_and_a_rerun_skips_them(tiny, tmp_path, monkeypatch, capsys, sig):
+    out, ran, real = tmp_path / "r.json", [], evaluate.run_setting
+
+    def interrupted(model, tok, prompts, labels, name, args):
+        ran.append(name)
+        if name == "soft-sample":  # a real signal, as from Ctrl-C or `kill`, in the middle of the 2nd setting
+            assert signal.getsignal(sig) not in (signal.SIG_DFL, signal.SIG_IGN), "it would end pytest"
+            os.kill(os.getpid(), sig)
+        return real(model, tok, prompts, labels, name, args)
+    monkeypatch.setattr(evaluate, "run_setting", interrupted)
+    argv = tiny_argv(tiny, out)
+    argv[argv.index("--settings") + 1] = "hard-greedy,soft-sample,fuzzy-greedy"
+    try:
+        evaluate.main(argv)
+        pytest.fail("the interrupted run did not stop")
+    except KeyboardInterrupt:  # caught here, so that it cannot end the whole test session
+        pytest.fail("the interrupt escaped evaluate.main instead of saving and exiting")
+    except SystemExit as e:
+        assert e.code == 130 and ran == ["hard-greedy", "soft-sample"]
+    assert "interrupted during soft-sample" in capsys.readouterr().err
+    saved = json.load(open(out))
+    assert saved["config"]["settings"] == ["hard-greedy"] and [r["setting"] for r in saved["table"]] == ["hard-greedy"]
+    assert "| hard-greedy |" in (tmp_path / "r.md").read_text()
+    assert not [f for f in os.listdir(tmp_path) if f.endswith(".part")]  # no temporary file left behind
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL or sig == signal.SIGINT  # handler restored
+
+    ran.clear()
+    monkeypatch.setattr(evaluate, "run_setting", lambda *a: ran.append(a[4]) or real(*a))
+    resumed = evaluate.main(argv)
+    assert ran == ["soft-sample", "fuzzy-greedy"] and "already holds hard-greedy: skipping" in capsys.readouterr().err
+    fresh = evaluate.main(tiny_argv(tiny, tmp_path / "fresh.json", "--settings", argv[argv.index("--settings") + 1]))
+    assert resumed["problems"] == fresh["problems"] and resumed["entropy_profile"] == fresh["entropy_profile"]
+    assert [r["setting"] for r in resumed["table"]] == ["hard-greedy", "soft-sample", "fuzzy-greedy"]
+
+
+def test_rerun_refuses_another_configuration_and_recomputes_k(tiny, tmp_path, monkeypatch):
+    out = tmp_path / "r.json"
+    evaluate.main(tiny_argv(tiny, out, "--settings", "hard-sample"))
+    with pytest.raises(ValueError, match=r"another configuration \(max_cot_tokens 12 there, 10 now; sigma 0.33 there, "
+                                         r"0.5 now\); use another --output, or --overwrite"):
+        evaluate.main(tiny_argv(tiny, out, "--settings", "hard-sample", "--max-cot-tokens", "10", "--sigma", "0.5"))
+    with pytest.raises(ValueError, match="other problems"):
+        evaluate.main(tiny_argv(tiny, out, "--settings", "hard-sample", "--limit", "2"))
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("a finished setting was run again")
+    with monkeypatch.context() as m:  # everything asked for is done: only the table is recomputed, for the new --k
+        m.setattr(evaluate, "load_model", no_model)
+        again = evaluate.main(tiny_argv(tiny, out, "--settings", "hard-sample", "--k", "1,3,4", "--batch-size", "5"))
+    assert [k for k in again["table"][0] if k.startswith("pass@")] == ["pass@1", "pass@3", "pass@4"]
+    any_correct = [any(s["correct"] for s in p["generations"]["hard-sample"]) for p in again["problems"]]
+    assert again["table"][0]["pass@4"] == pytest.approx(100 * sum(any_correct) / 3)  # n = k = 4: any sample right
+    evaluate.main(tiny_argv(tiny, out, "--settings", "hard-greedy", "--max-cot-tokens", "10", "--overwrite"))
+    assert json.load(open(out))["config"]["settings"] == ["hard-greedy"]
+    (tmp_path / "other.json").write_text('{"not": "ours"}')
+    with pytest.raises(ValueError, match="exists but is not an evaluate.py result"):
+        evaluate.main(tiny_argv(tiny, tmp_path / "other.json"))
+
+
+# --------------------------------------------------------------------------- the CoT entropy profile (§8)
+
+def hand_built_rollout(kinds, entropy):
+    """A Rollout with only the step kinds and entropies the profile reads (every other field None)."""
+    fields = {f.name: None for f in dataclasses.fields(Rollout)}
+    return Rollout(**{**fields, "step_kinds": torch.tensor(kinds), "entropy": torch.tensor(entropy)})
+
+
+def test_entropy_profile_of_hand_built_rollouts():
+    C, P, A, D = STEP_COT, STEP_PREFILL, STEP_ANSWER, STEP_PAD
+    first = hand_built_rollout([[C, C, C, P, A], [C, P, A, A, D], [C, C, P, A, D]],
+                               [[1.0, 2.0, 3.0, 9.0, 9.0], [4.0, 9.0, 9.0, 9.0, 9.0], [5.0, 6.0, 9.0, 9.0, 9.0]])
+    second = hand_built_rollout([[C, C, C, C, P], [C, P, A, D, D]],
+                                [[7.0, 8.0, 1.0, 2.0, 9.0], [0.5, 9.0, 9.0, 9.0, 9.0]])
+    sums, counts = torch.zeros(6, dtype=torch.float64), torch.zeros(6, dtype=torch.long)
+    for r in (first, second):
+        evaluate.add_entropy_by_position(sums, counts, r)
+    profile = evaluate.entropy_profile(sums, counts)
+    # by hand: position 0 of every CoT (5 rows), position 1 of the CoTs with >= 2 steps, ... (9 = not CoT)
+    assert profile["count"] == [5, 3, 2, 1]
+    assert profile["mean"] == pytest.approx([(1 + 4 + 5 + 7 + 0.5) / 5, (2 + 6 + 8) / 3, (3 + 1) / 2, 2])
+    broken = hand_built_rollout([[C, C, P]], [[float("nan"), 1.0, 9.0]])  # a NaN is written as null, not NaN
+    sums, counts = torch.zeros(3, dtype=torch.float64), torch.zeros(3, dtype=torch.long)
+    evaluate.add_entropy_by_position(sums, counts, broken)
+    assert evaluate.entropy_profile(sums, counts) == {"mean": [None, 1.0], "count": [1, 1]}
