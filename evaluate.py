@@ -93,8 +93,10 @@ def get_args(argv=None):
                     help=f"rows per generate call (default: {CPU_BATCH_ROWS} CPU, {GPU_BATCH_ROWS} GPU)")
     ap.add_argument("--seed", type=int, default=0, help="problem i uses seed + i, whatever the batching")
     ap.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
-    ap.add_argument("--dtype", choices=["auto", "float32", "bfloat16", "float16"], default="auto",
-                    help="weights' dtype (auto: bfloat16 on CUDA, else float32); softmax stays float32")
+    ap.add_argument("--dtype", choices=["auto", "float32", "autocast", "bfloat16", "float16"], default="auto",
+                    help="float32 | autocast: float32 weights, bf16 matmuls, float32 logits and softmax, as train.py "
+                         "(auto: autocast on CUDA, float32 on CPU) | bfloat16/float16 weights: half the memory, "
+                         "but rounded logits can flip near-tied greedy choices")
     ap.add_argument("--output", default=None, help="the JSON (default: results/eval_<model>_<dataset>.json); "
                     "the markdown table goes next to it (.md)")
     ap.add_argument("--overwrite", action="store_true", help="discard the results already in --output")
@@ -132,7 +134,7 @@ def get_args(argv=None):
     if errors:
         ap.error("; ".join(errors))
     on_gpu = args.device.startswith("cuda")
-    args.dtype = args.dtype if args.dtype != "auto" else "bfloat16" if on_gpu else "float32"
+    args.dtype = args.dtype if args.dtype != "auto" else "autocast" if on_gpu else "float32"
     args.batch_size = args.batch_size or (GPU_BATCH_ROWS if on_gpu else CPU_BATCH_ROWS)
     return args
 
@@ -188,10 +190,11 @@ def run_setting(model, tok, prompts, labels, name, args) -> tuple[list[list[dict
         for c, start in enumerate(starts):
             call_end = (c + 1) * steps_per_call
             idx = range(start, min(start + per_batch, len(prompts)))
-            r = generate(model, tok, [prompts[i] for i in idx], mode, samples_per_prompt=n, tau=tau,
-                         sigma=noise(name, args), max_cot_tokens=args.max_cot_tokens,
-                         max_answer_tokens=args.max_answer_tokens, answer_tau=0.0,
-                         seed=[args.seed + i for i in idx], matcher=matcher)  # seeds: one stream per problem
+            with torch.autocast(model.embed_tokens.weight.device.type, torch.bfloat16, enabled=args.dtype == "autocast"):
+                r = generate(model, tok, [prompts[i] for i in idx], mode, samples_per_prompt=n, tau=tau,
+                             sigma=noise(name, args), max_cot_tokens=args.max_cot_tokens,
+                             max_answer_tokens=args.max_answer_tokens, answer_tau=0.0,
+                             seed=[args.seed + i for i in idx], matcher=matcher)  # seeds: one stream per problem
             out += score(r, [labels[i] for i in idx], n)
             add_entropy_by_position(sums, counts, r)
             bar.set_postfix_str(f"{idx.stop}/{len(prompts)} problems", refresh=False)
@@ -354,7 +357,8 @@ def main(argv=None) -> dict:
 
 def run(args, config, problems, folder, finished: dict, todo: list[str]) -> None:
     """Run the settings `todo`, adding each to `finished` and saving as soon as it is done."""
-    model = load_model(folder, device=args.device, dtype=getattr(torch, args.dtype)).eval()
+    weights_dtype = torch.float32 if args.dtype == "autocast" else getattr(torch, args.dtype)
+    model = load_model(folder, device=args.device, dtype=weights_dtype).eval()
     tok = load_tokenizer(folder)
     prompts = [tok.encode_prompt(build_prompt(p.question, tok, args.prompt_format)) for p in problems]  # BOS if wanted
     labels = [p.answer for p in problems]

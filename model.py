@@ -200,10 +200,11 @@ class Transformer(nn.Module):
         self.norm = RMSNorm(cfg.dim, cfg.norm_eps)
         self.lm_head = nn.Linear(cfg.dim, cfg.vocab_size, bias=False)
         if cfg.tie_embeddings:
-            self.lm_head.weight = self.embed_tokens.weight  # W_d = E (PAPER.md §1)
+            self.lm_head.weight = self.embed_tokens.weight  # W_d = E (docs/paper.md §1)
         self.register_buffer("inv_freq", rope_frequencies(cfg), persistent=False)
         self.caches: list[KVCache] | None = None
         self.gradient_checkpointing = False
+        self.fp32_logits = True  # under autocast, compute the head in float32 (see forward)
 
     def setup_cache(self, batch: int, max_len: int):
         """Preallocate one KV cache per layer; `None` for max_len=0 frees them."""
@@ -250,7 +251,17 @@ class Transformer(nn.Module):
                 x = layer(x, cos, sin, mask, cache, start_pos)
         if last is not None:
             x = x[:, T - last:]
-        return self.lm_head(self.norm(x)).float()
+        x = self.norm(x)
+        # The head runs outside autocast: bf16 logits have 8 significant bits (steps of 0.125 around 20), so
+        # rounding alone would tie or flip the argmax that greedy decoding and fuzzy CoT (τ = 1e-4) follow.
+        # Measured with precision.py: greedy fuzzy CoTs under bf16 then leave the fp32 path only where fp32's
+        # top-2 margin is < 0.05 (with a bf16 head: at margins up to 0.97). With bf16 *weights* it stays bf16.
+        if self.fp32_logits:
+            with torch.autocast(x.device.type, enabled=False):
+                logits = self.lm_head(x.to(self.lm_head.weight.dtype))
+        else:
+            logits = self.lm_head(x)
+        return logits.to(torch.promote_types(logits.dtype, torch.float32))  # float32, or float64 for a float64 model
 
 
 # --------------------------------------------------------------------------- loading and saving

@@ -1,4 +1,4 @@
-"""Hard, soft and fuzzy chain-of-thought rollouts, and the log-probability that trains them (PAPER.md §2-§4).
+"""Hard, soft and fuzzy chain-of-thought rollouts, and the log-probability that trains them (docs/paper.md §2-§4).
 
 A rollout is   [prompt] [CoT inputs ...] [prefill] [answer tokens ...]
   - hard CoT:  x_t ~ softmax(logits/τ), input E[x_t]                         (§2, τ = 1)
@@ -32,6 +32,7 @@ STOP_TEXT = "The final answer is:"
 PREFILL_EARLY = " \\boxed{"                 # §3: given after an early stop
 PREFILL_BUDGET = "The final answer is: \\boxed{"  # §3: given when the CoT hits its budget
 DEFAULT_TAU = {"hard": 1.0, "soft": 0.5, "fuzzy": 0.0001}  # §2
+JACOBIAN_TOP_K = 64  # generation-time logits recorded per soft/fuzzy CoT step (see log_prob)
 
 
 def noise_scale(model, sigma: float) -> float:
@@ -89,6 +90,9 @@ class Rollout:
     tokens: torch.Tensor             # (N, S) token of each step: hard CoT / shadow CoT / prefill / answer
     step_kinds: torch.Tensor         # (N, S) STEP_PAD / STEP_COT / STEP_PREFILL / STEP_ANSWER
     cot_embeds: torch.Tensor | None  # (N, S, d) float32 noisy inputs h̃_t at CoT steps (soft/fuzzy), detached
+    cot_means: torch.Tensor | None   # (N, S, d) float32 the means μ_t = p_{t-1} E they were drawn around (soft/fuzzy)
+    cot_top_ids: torch.Tensor | None     # (N, S, K) the K largest logits at each step while generating (soft/fuzzy),
+    cot_top_logits: torch.Tensor | None  # (N, S, K) float32: where log_prob takes the softmax's Jacobian
     logp: torch.Tensor               # (N,) log π(trajectory) as computed while generating
     entropy: torch.Tensor            # (N, S) entropy (nats) of the untempered next-token distribution at each step
     cot_text: list[str]              # the hard or greedy-shadow CoT, decoded
@@ -155,6 +159,18 @@ class GroupRandom:
         return (probs / race).argmax(-1)
 
 
+def soft_mean(logits: torch.Tensor, E: torch.Tensor, tau: float) -> torch.Tensor:
+    """μ = p E with p = softmax(logits / τ): the soft/fuzzy CoT input before its noise (Eq. 3, 5), float32.
+
+    Outside autocast: with bf16 rounding, μ would move by ~1e-4 per coordinate, a sizeable fraction of σ, and at
+    τ = 1e-4 a rounded logit can flip the argmax (see `log_prob`). With bf16 *weights* (evaluation) the product
+    stays in bf16, since upcasting E at every step would cost a float32 copy of the embedding matrix.
+    """
+    with torch.autocast(logits.device.type, enabled=False):
+        p = F.softmax(logits.float() / tau, dim=-1)                   # (..., V)  Eq. 3
+        return (p.to(E.dtype) @ E).float()                            # (..., d)  Eq. 5
+
+
 def at_temperature(logits, tau, log_p1, p1):
     """(log p, p) at temperature τ; τ = 1 reuses the untempered pair, τ = 0 (greedy) has none."""
     if tau == 1:
@@ -215,7 +231,7 @@ def generate(model, tokenizer, prompts: list[list[int]], mode: str, samples_per_
     braces = torch.zeros(N, dtype=torch.long, device=device)
     n_answer = torch.zeros(N, dtype=torch.long, device=device)
     logp = torch.zeros(N, device=device)
-    rec_tokens, rec_kinds, rec_embeds, rec_entropy = [], [], [], []
+    rec_tokens, rec_kinds, rec_embeds, rec_means, rec_top, rec_entropy = [], [], [], [], [], []
 
     for step in range(max_steps):
         in_cot, in_prefill, in_answer = phase == COT, phase == PREFILL, phase == ANSWER
@@ -224,18 +240,18 @@ def generate(model, tokenizer, prompts: list[list[int]], mode: str, samples_per_
         log_p1 = F.log_softmax(logits, dim=-1)
         p1 = log_p1.exp()
         rec_entropy.append(-(p1 * log_p1).sum(-1))                   # entropy of the untempered distribution
-        log_p, p = at_temperature(logits, tau, log_p1, p1)           # CoT: p = softmax(logits / τ)   (Eq. 3)
         shadow = logits.argmax(-1)                                   # the greedy shadow token (§3)
 
         # --- CoT step (§2)
         if mode == "hard":
+            log_p, p = at_temperature(logits, tau, log_p1, p1)       # p = softmax(logits / τ)   (Eq. 3)
             cot_token = rng.sample(p) if tau > 0 else shadow
             cot_embed = E[cot_token]
             if tau > 0:
                 logp += torch.where(in_cot, log_p.gather(1, cot_token[:, None])[:, 0], 0.0)
         else:
             cot_token = shadow
-            mean = (p.to(E.dtype) @ E).float()                       # h^0_t = p_{t-1} E   (Eq. 5)
+            mean = soft_mean(logits, E, tau)                          # h^0_t = p_{t-1} E   (Eq. 5)
             cot_embed = mean + sigma_abs * rng.normal(mean.shape[1])  # + σ ε, ε ~ N(0, I)   (Eq. 6)
             if sigma_abs > 0:
                 logp += torch.where(in_cot, gaussian_log_prob(cot_embed, mean, sigma_abs), 0.0)  # Eq. 10
@@ -257,6 +273,8 @@ def generate(model, tokenizer, prompts: list[list[int]], mode: str, samples_per_
         rec_kinds.append(kind)
         if mode != "hard":
             rec_embeds.append(cot_embed.float())
+            rec_means.append(mean)
+            rec_top.append(logits.topk(min(JACOBIAN_TOP_K, V), dim=-1))
 
         # --- advance each row's phase
         n_cot += in_cot
@@ -284,6 +302,9 @@ def generate(model, tokenizer, prompts: list[list[int]], mode: str, samples_per_
     return Rollout(
         prompt_ids=prompt_ids, pad_lens=pad_lens, tokens=tokens, step_kinds=kinds,
         cot_embeds=torch.stack(rec_embeds, 1)[:, :used] if mode != "hard" else None,
+        cot_means=torch.stack(rec_means, 1)[:, :used] if mode != "hard" else None,
+        cot_top_ids=torch.stack([t.indices for t in rec_top], 1)[:, :used] if mode != "hard" else None,
+        cot_top_logits=torch.stack([t.values for t in rec_top], 1)[:, :used] if mode != "hard" else None,
         logp=logp, entropy=torch.stack(rec_entropy, 1)[:, :used],
         cot_text=[tokenizer.decode([t for t, k in zip(ts, ks) if k == STEP_COT]) for ts, ks in zip(tok_list, kind_list)],
         answer_text=[tokenizer.decode([t for t, k in zip(ts, ks) if k in (STEP_PREFILL, STEP_ANSWER)])
@@ -291,31 +312,70 @@ def generate(model, tokenizer, prompts: list[list[int]], mode: str, samples_per_
         mode=mode, tau=tau, sigma_abs=sigma_abs, answer_tau=answer_tau)
 
 
-def log_prob(model, rollout: Rollout) -> torch.Tensor:
-    """log π(trajectory) under the current parameters, with gradients: one teacher-forced forward (§4).
+def teacher_forced_logits(model, r: Rollout) -> torch.Tensor:
+    """(N, S, V) float32 logits that predicted each recorded step: one forward over [prompt; steps] (§4)."""
+    core = getattr(model, "module", model)                           # unwrap DistributedDataParallel
+    E = core.embed_tokens.weight
+    P, S = r.prompt_ids.shape[1], r.tokens.shape[1]
+    step_embeds = E[r.tokens]                                        # (N, S, d)
+    if r.mode != "hard":
+        step_embeds = torch.where((r.step_kinds == STEP_COT)[..., None], r.cot_embeds.to(E.dtype), step_embeds)
+    embeds = torch.cat([E[r.prompt_ids], step_embeds], dim=1)        # (N, P + S, d)
+    return model(embeds=embeds, pad_lens=r.pad_lens, last=S + 1)[:, :-1]  # position P+s-1 predicts step s
 
-    Inputs are [prompt; recorded steps]. At a CoT step the recorded noisy h̃_t is the (detached) action and
-    μ_t = p_{t-1} E is recomputed from the parameters; at an answer step the token is the action. Prefill
-    tokens are given, not sampled, and padding never counts.
+
+def anchored_surrogate(logits: torch.Tensor, E: torch.Tensor, r: Rollout) -> torch.Tensor:
+    """(N, S) zero in value; its gradient is Eq. 10's, (h̃ − μ)/σ² · ∂μ/∂θ, taken where the action was drawn.
+
+    The update is on-policy: in exact arithmetic the teacher-forced logits *are* those the rollout was drawn
+    from. Under bf16 the one full forward here and the cached one-token forwards of `generate` round
+    differently, and Eq. 10 amplifies the difference: (1) the residual h̃ − μ_θ picks up δ = μ_θ − μ_gen, and
+    δ/σ² swamps the signal σε/σ² (at τ = 1e-4 a flipped argmax makes δ a whole embedding difference); (2) at
+    τ = 1e-4 the softmax's Jacobian is zero except at near-ties, where it is ~1/τ, so which steps carry a
+    huge gradient depends on the last bits of the logits. Both are removed by taking the gradient at the
+    generation point: the residual is the recorded σε = h̃ − μ_gen, and the Jacobian of μ = softmax(l/τ) E
+    is taken at the recorded logits (the K largest; the rest, which carry no mass at τ = 1e-4, teacher-forced).
+    Only ∂l_θ/∂θ and ∂E/∂θ come from this pass.
+    """
+    with torch.autocast(logits.device.type, enabled=False):
+        E = E.float()                                                                 # (V, d)
+        at_generation = logits.detach().scatter(-1, r.cot_top_ids, r.cot_top_logits)  # (N, S, V)
+        p = F.softmax(at_generation / r.tau, dim=-1)                                  # (N, S, V)
+        residual = (r.cot_embeds - r.cot_means) / r.sigma_abs**2                     # (N, S, d) = ε/σ
+        # through E: ∂μ/∂E_v = p_v, so the residual's gradient on row v is p_v (h̃ − μ)/σ²
+        through_E = (residual * (p @ E)).sum(-1)                                      # (N, S)
+        # through the logits: ∂μ/∂l_v = p_v (E_v − μ)/τ. At τ = 1e-4 E_v − μ is ~e^(−gap/τ) for the argmax
+        # row, far below float32's rounding of μ, and 1/τ would blow that rounding up to a noise larger than
+        # the signal; so (h̃ − μ)·(E_v − μ)/σ² is formed from differences to the argmax row, which are exact.
+        s = residual @ E.detach().T                                                   # (N, S, V) (h̃−μ)·E_v/σ²
+        s_diff = s - s.gather(-1, at_generation.argmax(-1, keepdim=True))            # s_v − s_argmax
+        coef = p * (s_diff - (p * s_diff).sum(-1, keepdim=True))                      # p_v (h̃−μ)·(E_v − μ)/σ²
+        through_logits = (coef * logits).sum(-1) / r.tau                              # (N, S)
+        surrogate = through_E + through_logits
+    return surrogate - surrogate.detach()
+
+
+def log_prob(model, rollout: Rollout, anchored: bool = True) -> torch.Tensor:
+    """(N,) log π(trajectory) under the current parameters, with gradients: one teacher-forced forward (§4).
+
+    At a CoT step the recorded noisy h̃_t is the (detached) action and μ_t = p_{t-1} E is recomputed from the
+    parameters; at an answer step the token is the action. Prefill tokens are given, not sampled, and padding
+    never counts. `anchored=False` is the textbook form of Eq. 10; see below for why training anchors it.
     """
     r = rollout
     if (r.mode != "hard" and r.sigma_abs == 0) or (r.mode == "hard" and r.tau == 0) or r.answer_tau == 0:
         raise ValueError("greedy rollouts (sigma = 0, tau = 0 or a greedy answer) have no log-probability")
-    core = getattr(model, "module", model)                         # unwrap DistributedDataParallel
-    E = core.embed_tokens.weight
-    P, S = r.prompt_ids.shape[1], r.tokens.shape[1]
-    step_embeds = E[r.tokens]                                        # (N, S, d)
+    E = getattr(model, "module", model).embed_tokens.weight
+    logits = teacher_forced_logits(model, r)                         # (N, S, V)
     is_cot = r.step_kinds == STEP_COT
-    if r.mode != "hard":
-        step_embeds = torch.where(is_cot[..., None], r.cot_embeds.to(E.dtype), step_embeds)
-    embeds = torch.cat([E[r.prompt_ids], step_embeds], dim=1)        # (N, P + S, d)
-    logits = model(embeds=embeds, pad_lens=r.pad_lens, last=S + 1)[:, :-1]  # (N, S, V): position P+s-1 predicts step s
 
     if r.mode == "hard":   # categorical log p_{t-1}(x_t) at the CoT temperature (§4)
         cot_terms = F.log_softmax(logits / r.tau, -1).gather(-1, r.tokens[..., None])[..., 0]
-    else:                  # Eq. 10: log N(h̃_t; p_{t-1} E, σ² I)
-        mean = (F.softmax(logits / r.tau, dim=-1).to(E.dtype) @ E).float()
-        cot_terms = gaussian_log_prob(r.cot_embeds, mean, r.sigma_abs)
+    else:                  # Eq. 10: log N(h̃_t; μ_t, σ²I), μ_t = p_{t-1} E
+        if not anchored:
+            cot_terms = gaussian_log_prob(r.cot_embeds, soft_mean(logits, E, r.tau), r.sigma_abs)
+        else:
+            cot_terms = gaussian_log_prob(r.cot_embeds, r.cot_means, r.sigma_abs) + anchored_surrogate(logits, E, r)
     answer_terms = F.log_softmax(logits / r.answer_tau, -1).gather(-1, r.tokens[..., None])[..., 0]
     return (torch.where(is_cot, cot_terms, 0.0) + torch.where(r.step_kinds == STEP_ANSWER, answer_terms, 0.0)).sum(1)
 

@@ -164,8 +164,9 @@ def test_greedy_settings_are_deterministic_and_seeds_ignore_batching(tiny, tmp_p
 
 
 def test_end_to_end_subprocess_chat_format(tiny, tmp_path):
+    """Also the GPU default precision, float32 weights under bf16 autocast, here on the CPU."""
     out = tmp_path / "sub.json"
-    argv = tiny_argv(tiny, out, "--prompt-format", "chat")
+    argv = tiny_argv(tiny, out, "--prompt-format", "chat", "--dtype", "autocast")
     argv[argv.index("--settings") + 1] = "hard-greedy,fuzzy-sample"
     proc = subprocess.run([sys.executable, os.path.join(ROOT, "evaluate.py"), *argv], cwd=ROOT,
                           capture_output=True, text=True, timeout=120, env={**os.environ, "OMP_NUM_THREADS": "1"})
@@ -173,6 +174,7 @@ def test_end_to_end_subprocess_chat_format(tiny, tmp_path):
     assert "| hard-greedy | 1 |" in proc.stdout and "| fuzzy-sample | 4 |" in proc.stdout
     result = json.load(open(out))
     assert result["config"]["prompt_format"] == "chat" and [r["setting"] for r in result["table"]] == ["hard-greedy", "fuzzy-sample"]
+    assert result["config"]["dtype"] == "autocast"
 
 
 def test_summarize_pass_at_k_by_hand():
