@@ -1,4 +1,4 @@
-"""REINFORCE with a leave-one-out baseline (RLOO), PAPER.md §5 (Eq. 12-14).
+"""REINFORCE with a leave-one-out baseline (RLOO), docs/paper.md §5 (Eq. 12-14).
 
 For prompt b with G samples and rewards r_{b,1..G}:
     A_{b,g} = r_{b,g} - mean_{j≠g} r_{b,j}                              (Eq. 12, no gradient)
