@@ -108,6 +108,7 @@ def rope_frequencies(cfg: ModelConfig) -> torch.Tensor:
 
 
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotary position embedding: rotate each (x_i, x_{i + hd/2}) pair of a head by its position's angle."""
     # x: (B, H, T, hd); cos/sin: (B, 1, T, hd). Hugging Face layout: rotate the two halves of each head.
     x1, x2 = x.chunk(2, dim=-1)
     return x * cos + torch.cat((-x2, x1), dim=-1) * sin
