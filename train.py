@@ -1,20 +1,30 @@
-"""Train a chain of thought with RL: hard, soft or fuzzy CoT, REINFORCE with an RLOO baseline (PAPER.md §4-§5).
+"""Train a chain of thought with RL: hard, soft or fuzzy CoT, REINFORCE, RLOO baseline (docs/paper.md §4-§5).
 
     python train.py --mode fuzzy --sigma 0.33                                  # one process, CPU or one GPU
     torchrun --standalone --nproc_per_node 8 train.py --mode fuzzy --dataset gsm8k --model meta-llama/Llama-3.2-3B-Instruct
+    python train.py --out-dir out --resume                                     # continue a stopped run
 
-One step: sample prompts -> roll out G samples each (no gradient) -> rewards -> RLOO advantages ->
-one teacher-forced log_prob forward with gradient, in micro-batches -> clip -> AdamW.
-All randomness is a function of (--seed, step, prompt index), so a resumed run, or one on another number of
-ranks, draws exactly the same prompts, noise and samples.
+One step: pick B prompts -> roll out G samples each (no gradient) -> rewards (Eq. 11) -> RLOO advantages
+(Eq. 12) -> one teacher-forced log_prob forward with gradient, in micro-batches (Eq. 13-14) -> clip -> AdamW.
+The step's B·G rows are split evenly over the ranks; every row's randomness is a function of
+(--seed, step, problem, sample index) only, so a resumed run, or one on another number of ranks, draws exactly
+the same prompts, noise and samples.
+
+OUT_DIR holds metrics.jsonl, samples.jsonl, last/ (model + train_state.pt: what --resume needs) and best/
+(a Hugging Face folder, written only when a validation beats the base model's step-0 score).
 """
 
 import argparse
+import errno
+import hashlib
 import json
 import math
 import os
+import pickle
 import random
+import shlex
 import shutil
+import signal
 import sys
 import time
 from contextlib import nullcontext
@@ -24,30 +34,41 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm import tqdm
 
-from data import build_prompt, load_dataset, reward
+from data import DATASET_DEFAULTS, FALLBACK_DEFAULTS, build_prompt, load_dataset, reward
 from default_model import resolve_model
 from model import load_model, save_model
 from rloo import rloo_advantages, rloo_loss
 from rollout import DEFAULT_TAU, generate, log_prob
 from tokenizer import load_tokenizer
 
-# Per-dataset defaults. gsm8k: the paper's values (§3, §5). arithmetic: the offline default, sized so the
-# 135M default model shows steps, reward and a validation score on a 2-core CPU within minutes.
-DATASET_DEFAULTS = {
-    "gsm8k": dict(steps=4000, samples_per_prompt=32, prompts_per_step=2, max_cot_tokens=128, lr=6e-6,
-                  eval_every=100, val_size=200, prompt_format="raw"),
-    "arithmetic": dict(steps=60, samples_per_prompt=8, prompts_per_step=2, max_cot_tokens=48, lr=3e-5,
-                       eval_every=15, val_size=40, prompt_format="chat"),  # raw: ~0% for a 135M model
-}
-FALLBACK_DEFAULTS = dict(DATASET_DEFAULTS["gsm8k"], max_cot_tokens=512)  # MATH-style sets (§3)
+# Flags that may differ from the stored run on --resume: they change how long it runs, when it saves and
+# how the update is chunked, not what it learns. --steps stretches the cosine schedule (lr_at) to the new end.
+RESUME_SAFE = {"steps", "eval_every", "save_every", "save_minutes", "max_bad_steps", "micro_batch",
+               "activation_checkpointing", "out_dir", "resume"}
+RUN_FILES = ["metrics.jsonl", "samples.jsonl", "best", "last", "best.tmp", "last.tmp", "best.old", "last.old"]
+COLLAPSE_EXTRACTION = 0.25  # validation extraction rate below this fraction of the base model's = collapse
+VAL_BATCH = {"cuda": 64, "cpu": 16}  # validation rows per generate call; small on CPU so the progress bar moves
+REWARD_HELP = ("rewards (Eq. 11): 100 = correct boxed answer, 10 = a \\boxed{...} answer that is wrong, "
+               "0 = no boxed answer. Small models often copy the prompt's \\boxed{[answer]} placeholder: "
+               "that scores 10, so a reward near 10 with accuracy 0 means 'boxes something', not 'solves'.")
 
 
-def get_args(argv=None):
+# --------------------------------------------------------------------------- arguments
+
+def finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--mode", choices=["hard", "soft", "fuzzy"], default="fuzzy")
-    ap.add_argument("--sigma", type=float, default=0.33, help="noise multiplier: σ = sigma × RMS(E) (§2)")
-    ap.add_argument("--tau", type=float, default=None, help="CoT temperature (default: hard 1.0, soft 0.5, fuzzy 1e-4)")
-    ap.add_argument("--answer-tau", type=float, default=1.0, help="answer temperature in training (§3)")
+    ap.add_argument("--sigma", type=finite_float, default=0.33, help="noise multiplier: σ = sigma × RMS(E) (§2)")
+    ap.add_argument("--tau", type=finite_float, default=None,
+                    help="CoT temperature (default: hard 1.0, soft 0.5, fuzzy 1e-4)")
+    ap.add_argument("--answer-tau", type=finite_float, default=1.0, help="answer temperature in training (§3)")
     ap.add_argument("--model", default="smollm2-135m-instruct")
     ap.add_argument("--dataset", default="arithmetic")
     ap.add_argument("--data-path", default=None, help="local JSONL/parquet in GSM8K format")
@@ -57,20 +78,51 @@ def get_args(argv=None):
     ap.add_argument("--prompts-per-step", type=int, help="B over all ranks (paper: 2)")
     ap.add_argument("--max-cot-tokens", type=int, help="CoT budget L (§3)")
     ap.add_argument("--max-answer-tokens", type=int, default=32)
-    ap.add_argument("--lr", type=float, help="peak learning rate (paper: 6e-6 Llama 3B, 3e-6 Llama 8B, 8e-6 Qwen 3B)")
+    ap.add_argument("--lr", type=finite_float,
+                    help="peak learning rate (paper: 6e-6 Llama 3B, 3e-6 Llama 8B, 8e-6 Qwen 3B)")
     ap.add_argument("--warmup-steps", type=int, default=20)
-    ap.add_argument("--weight-decay", type=float, default=0.0)
-    ap.add_argument("--grad-clip", type=float, default=1.0)
+    ap.add_argument("--weight-decay", type=finite_float, default=0.0)
+    ap.add_argument("--grad-clip", type=finite_float, default=1.0, help="max gradient norm (> 0)")
     ap.add_argument("--micro-batch", type=int, default=8, help="rows per log_prob forward/backward")
     ap.add_argument("--activation-checkpointing", action="store_true")
     ap.add_argument("--eval-every", type=int)
     ap.add_argument("--val-size", type=int)
-    ap.add_argument("--save-every", type=int, default=0, help="also checkpoint every N steps (0: at evals only)")
+    ap.add_argument("--save-every", type=int, default=0, help="also save last/ every N steps (0: off)")
+    ap.add_argument("--save-minutes", type=finite_float, default=10.0,
+                    help="also save last/ after this many minutes without a save (0: off)")
     ap.add_argument("--out-dir", default="out")
-    ap.add_argument("--resume", action="store_true", help="continue from OUT_DIR/last")
+    ap.add_argument("--resume", action="store_true", help="continue the run in OUT_DIR from OUT_DIR/last")
+    ap.add_argument("--overwrite", action="store_true", help="delete the run already in OUT_DIR and start over")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--max-bad-steps", type=int, default=5, help="stop after this many non-finite steps in a row")
+    return ap
+
+
+def given_flags(argv) -> set[str]:
+    """The flags written on the command line, as argparse dests: parsed again with every default suppressed."""
+    ap = build_parser()
+    for action in ap._actions:
+        action.default = argparse.SUPPRESS
+    return set(vars(ap.parse_args(argv)))
+
+
+def get_args(argv=None, stored: dict | None = None):
+    """Parse and check the flags. On --resume, `stored` (the run's own arguments) replaces the defaults, and a
+    flag given explicitly must equal the stored value unless it is in RESUME_SAFE."""
+    ap = build_parser()
     args = ap.parse_args(argv)
+    if args.resume and args.overwrite:
+        ap.error("--resume continues the run in --out-dir and --overwrite deletes it: choose one")
+    if stored is not None:
+        given = {k: getattr(args, k) for k in given_flags(argv)}
+        conflicts = [f"--{k.replace('_', '-')} {v} (the run has {stored[k]})" for k, v in sorted(given.items())
+                     if k not in RESUME_SAFE and k in stored and v != stored[k]]
+        if conflicts:
+            safe = " ".join(f"--{k.replace('_', '-')}" for k in sorted(RESUME_SAFE))
+            ap.error(f"--resume continues the run in {args.out_dir} with its own settings, but these flags differ: "
+                     + "; ".join(conflicts) + f". Drop them (the stored values apply), or start a new run in another "
+                     f"--out-dir. Flags that may change on resume: {safe}")
+        args = argparse.Namespace(**{**vars(ap.parse_args([])), **stored, **given})
 
     for k, v in DATASET_DEFAULTS.get(args.dataset, FALLBACK_DEFAULTS).items():
         if getattr(args, k) is None:
@@ -78,9 +130,12 @@ def get_args(argv=None):
     args.tau = DEFAULT_TAU[args.mode] if args.tau is None else args.tau
     problems = []
     for name in ("steps", "samples_per_prompt", "prompts_per_step", "max_cot_tokens", "max_answer_tokens",
-                 "micro_batch", "eval_every", "val_size"):
+                 "micro_batch", "eval_every", "val_size", "max_bad_steps"):
         if getattr(args, name) < 1:
             problems.append(f"--{name.replace('_', '-')} must be >= 1")
+    for name in ("warmup_steps", "save_every", "save_minutes", "weight_decay"):
+        if getattr(args, name) < 0:
+            problems.append(f"--{name.replace('_', '-')} must be >= 0")
     if args.samples_per_prompt < 2:
         problems.append("--samples-per-prompt must be >= 2: the RLOO baseline needs other samples")
     if args.sigma <= 0 and args.mode != "hard":
@@ -89,225 +144,563 @@ def get_args(argv=None):
         problems.append("--tau and --answer-tau must be > 0 in training (a greedy policy has no gradient)")
     if not 0 < args.lr < 1:
         problems.append("--lr must be in (0, 1)")
+    if args.grad_clip <= 0:
+        problems.append("--grad-clip must be > 0 (it is the largest gradient norm an update may have)")
     if problems:
         ap.error("; ".join(problems))
     return args
 
 
-# --------------------------------------------------------------------------- helpers
+# --------------------------------------------------------------------------- the output folder and checkpoints
 
-def lr_at(step: int, args) -> float:
-    """Linear warm-up for --warmup-steps, then cosine decay to 0 over the remaining steps (§5)."""
-    if step < args.warmup_steps:
-        return args.lr * (step + 1) / args.warmup_steps
-    progress = (step - args.warmup_steps) / max(1, args.steps - args.warmup_steps)
-    return args.lr * 0.5 * (1 + math.cos(math.pi * progress))
+def prepare_out_dir(args, remove: bool):
+    """Refuse to write over a run unless --resume (continue it) or --overwrite (delete it, saying what)."""
+    existing = [n for n in RUN_FILES if os.path.exists(os.path.join(args.out_dir, n))]
+    if not args.resume and existing:
+        if not args.overwrite:
+            raise SystemExit(f"{args.out_dir} already holds a run ({', '.join(existing)}). Continue it with --resume, "
+                             f"start over with --overwrite (deletes those), or choose another --out-dir.")
+        if remove:
+            print(f"--overwrite: deleting {', '.join(os.path.join(args.out_dir, n) for n in existing)}")
+            for name in existing:
+                path = os.path.join(args.out_dir, name)
+                shutil.rmtree(path) if os.path.isdir(path) else os.remove(path)
+    if remove:
+        os.makedirs(args.out_dir, exist_ok=True)
 
 
-def save_checkpoint(path: str, model, tokenizer_folder: str, state: dict):
-    """Hugging Face folder (+ tokenizer files, + training state), written atomically: build it in a temporary
-    folder, then swap it in, so a crash at any moment leaves either the old or the new checkpoint."""
+def load_resume_state(out_dir: str) -> tuple[str, dict]:
+    """(folder, train state) of the newest complete checkpoint: last/, else last.old/ (left by a crash between two
+    renames), else an older best/ that still holds a state. Unreadable ones are named and skipped."""
+    skipped = []
+    for name in ("last", "last.old", "best"):
+        folder = os.path.join(out_dir, name)
+        path = os.path.join(folder, "train_state.pt")
+        if not os.path.exists(path):
+            continue
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError as e:
+            if "GLOBAL" in str(e):  # it names a Python object to import and call: it could run code
+                raise SystemExit(f"refusing to load {path}: it holds Python objects other than tensors, numbers, "
+                                 "strings, lists and dicts, and unpickling them could run code. Resume only from "
+                                 "checkpoints train.py wrote.") from None
+            skipped.append(f"{path} is corrupt ({str(e).splitlines()[0][:120]})")
+            continue
+        except Exception as e:
+            skipped.append(f"{path} is corrupt ({type(e).__name__}: {str(e).splitlines()[0][:120]})")
+            continue
+        missing = {"optimizer", "step", "args", "progress"} - set(state if isinstance(state, dict) else ())
+        if missing or not os.path.exists(os.path.join(folder, "config.json")):
+            skipped.append(f"{folder} is incomplete (missing {', '.join(sorted(missing)) or 'config.json'})")
+            continue
+        if skipped:
+            print(f"warning: {'; '.join(skipped)}. Resuming from {folder} (step {state['step']}) instead.",
+                  file=sys.stderr)
+        return folder, state
+    raise SystemExit(f"--resume: no checkpoint to resume from in {out_dir}"
+                     + (": " + "; ".join(skipped) if skipped else f" (no {out_dir}/last/train_state.pt)"))
+
+
+def disk_full(error: Exception, folder: str) -> bool:
+    """ENOSPC, or a library error (torch, safetensors) raised while the disk had (almost) no space left."""
+    if getattr(error, "errno", None) == errno.ENOSPC:
+        return True
+    try:
+        return shutil.disk_usage(folder).free < 64 * 2**20
+    except OSError:
+        return False
+
+
+def save_checkpoint(path: str, model, tokenizer_folder: str, state: dict | None = None):
+    """Hugging Face folder + tokenizer files (+ train_state.pt for last/), written atomically: built in a temporary
+    folder, then swapped in, so a crash or a full disk at any moment leaves the old or the new checkpoint whole."""
     tmp, old = path + ".tmp", path + ".old"
     shutil.rmtree(tmp, ignore_errors=True)
-    save_model(model, tmp)
-    for name in os.listdir(tokenizer_folder):
-        if name.startswith("tokenizer") or name in ("special_tokens_map.json", "generation_config.json"):
-            shutil.copy(os.path.join(tokenizer_folder, name), tmp)
-    torch.save(state, os.path.join(tmp, "train_state.pt"))
+    try:
+        save_model(model, tmp)
+        for name in os.listdir(tokenizer_folder):
+            if name.startswith("tokenizer") or name in ("special_tokens_map.json", "generation_config.json"):
+                shutil.copy(os.path.join(tokenizer_folder, name), tmp)
+        if state is not None:
+            with open(os.path.join(tmp, "train_state.pt"), "wb") as f:  # a file object: a full disk is an OSError
+                torch.save(state, f)
+    except Exception as e:
+        folder = os.path.dirname(os.path.abspath(path))
+        full = disk_full(e, folder)
+        shutil.rmtree(tmp, ignore_errors=True)
+        if not full:
+            raise
+        kept = f"the previous checkpoint in {path} is intact" if os.path.exists(path) else f"{path} was not written"
+        raise SystemExit(f"no space left on device while saving a checkpoint in {folder}; {kept}. "
+                         "Free some space, then continue with --resume.") from None
     if os.path.exists(path):
         os.replace(path, old)
     os.replace(tmp, path)
     shutil.rmtree(old, ignore_errors=True)
 
 
-def checkpoint_to_resume(out_dir: str) -> str | None:
-    for name in ("last", "last.old"):  # last.old exists only if a crash hit between the two renames
-        if os.path.exists(os.path.join(out_dir, name, "train_state.pt")):
-            return os.path.join(out_dir, name)
-    return None
+def truncate_log(path: str, step: int):
+    """Keep the lines of a JSONL log up to `step` (a resume replays what came after), via a temporary file."""
+    if not os.path.exists(path):
+        return
+    with open(path) as f:
+        kept = [line for line in f if _keep(line, step)]
+    with open(path + ".tmp", "w") as f:
+        f.writelines(kept)
+    os.replace(path + ".tmp", path)
 
 
-@torch.no_grad()
-def validate(model, tok, prompts, labels, args, rank, world, autocast) -> float:
-    """Greedy validation accuracy (§5 model selection): hard with greedy CoT, soft/fuzzy with σ = 0, greedy answer."""
-    model.eval()
-    correct, batch = 0, 64
-    mine = list(range(rank, len(prompts), world))
-    for i in range(0, len(mine), batch):
-        idx = mine[i:i + batch]
-        with autocast:
-            r = generate(model, tok, [prompts[j] for j in idx], args.mode, tau=0.0 if args.mode == "hard" else args.tau,
-                         sigma=0.0, max_cot_tokens=args.max_cot_tokens, max_answer_tokens=args.max_answer_tokens,
-                         answer_tau=0.0)
-        correct += sum(reward(text, labels[j]) == 100 for text, j in zip(r.answer_text, idx))
-    total = torch.tensor([correct], dtype=torch.float64, device=model.embed_tokens.weight.device)
-    if world > 1:
-        dist.all_reduce(total)
-    return total.item() / len(prompts)
+def _keep(line: str, step: int) -> bool:
+    """A line of a step up to `step`; not a run's closing summary, nor a line cut short by a crash."""
+    try:
+        row = json.loads(line)
+        return row["step"] <= step and "summary" not in row
+    except (ValueError, KeyError, TypeError):
+        return False
 
 
-# --------------------------------------------------------------------------- main
+def json_line(row: dict) -> str:
+    """One JSON line. JSON has no NaN or inf: such values are written as null and listed under "nonfinite"."""
+    bad = [k for k, v in row.items() if isinstance(v, float) and not math.isfinite(v)]
+    if bad:
+        row = {**{k: None if k in bad else v for k, v in row.items()}, "nonfinite": bad}
+    return json.dumps(row, allow_nan=False) + "\n"
 
-def main(argv=None):
-    args = get_args(argv)
-    ddp = int(os.environ.get("WORLD_SIZE", "1")) > 1
-    if ddp:
-        backend = "nccl" if torch.cuda.is_available() else "gloo"
-        dist.init_process_group(backend)
-        rank, world = dist.get_rank(), dist.get_world_size()
-        device = f"cuda:{int(os.environ['LOCAL_RANK'])}" if backend == "nccl" else "cpu"
-        if backend == "nccl":
-            torch.cuda.set_device(device)
+
+# --------------------------------------------------------------------------- pieces of a step
+
+def lr_at(i: int, args) -> float:
+    """Learning rate of update i (0-based): linear warm-up for --warmup-steps, then cosine decay to 0 (§5)."""
+    if i < args.warmup_steps:
+        return args.lr * (i + 1) / args.warmup_steps
+    progress = (i - args.warmup_steps) / max(1, args.steps - args.warmup_steps)
+    return args.lr * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def step_problems(step: int, n_train: int, B: int, seed: int) -> list[int]:
+    """The B training problems of step `step` (1-based): consecutive slices of a per-epoch permutation."""
+    epoch, slot = divmod(step - 1, n_train // B)
+    order = list(range(n_train))
+    random.Random(seed * 1_000_003 + epoch).shuffle(order)
+    return order[slot * B:(slot + 1) * B]
+
+
+def row_seed(seed: int, step: int, problem: int, sample: int) -> int:
+    """The random stream of one rollout row depends on (seed, step, problem, sample index) and nothing else."""
+    return int.from_bytes(hashlib.sha256(f"{seed}/{step}/{problem}/{sample}".encode()).digest()[:7], "little")
+
+
+def gather(x: torch.Tensor, world: int) -> torch.Tensor:
+    """Concatenate every rank's x (all the same shape) in rank order."""
+    if world == 1:
+        return x
+    parts = [torch.empty_like(x) for _ in range(world)]
+    dist.all_gather(parts, x)
+    return torch.cat(parts)
+
+
+def loss_without_constant(loss: float, advantages: torch.Tensor, cot_lens: torch.Tensor, dim: int,
+                          sigma_abs: float, total: int) -> float:
+    """The loss of Eq. 13-14 without Eq. 10's normalising constant c = −½·d·log(2πσ²), which every soft/fuzzy
+    CoT step adds to log π. It adds −(c/total)·Σ A·n_cot to the loss: large, and independent of the parameters,
+    so it carries no learning signal. Hard CoT (σ = 0) has no such constant."""
+    if sigma_abs == 0:
+        return loss
+    c = -0.5 * dim * math.log(2 * math.pi * sigma_abs**2)
+    return loss + c * float((advantages.double() * cot_lens.double()).sum()) / total
+
+
+class StopSignal:
+    """SIGINT/SIGTERM: the first lets the current step (or validation) finish, then last/ is saved and the run
+    exits with 128 + the signal's number; another one a second or more later exits at once (last/ keeps its
+    previous state). Under torchrun, Ctrl-C reaches each worker twice (from the terminal and from the launcher,
+    which kills the workers 30 s later): the duplicate is ignored."""
+
+    def __init__(self):
+        self.signum, self.since = 0, 0.0
+        self.previous = {s: signal.signal(s, self.handle) for s in (signal.SIGINT, signal.SIGTERM)}
+
+    def handle(self, signum, frame):
+        name = signal.Signals(signum).name
+        if self.signum:
+            if time.time() - self.since < 1:
+                return
+            print(f"\n{name} again: stopping now; last/ keeps the previous checkpoint", file=sys.stderr, flush=True)
+            raise SystemExit(128 + signum)
+        self.signum, self.since = signum, time.time()
+        print(f"\n{name}: finishing this step, then saving last/ (send it again to stop at once)",
+              file=sys.stderr, flush=True)
+
+    def restore(self):
+        for s, handler in self.previous.items():
+            signal.signal(s, handler)
+
+
+def pick_threads(device: str, local_world: int) -> str:
+    """On CPU: OMP_NUM_THREADS if set, else this machine's cores shared among the local ranks (one process per
+    core group avoids oversubscription, which slows everything down on a shared machine)."""
+    if device != "cpu":
+        return f"threads={torch.get_num_threads()}"
+    if os.environ.get("OMP_NUM_THREADS"):
+        n, why = int(os.environ["OMP_NUM_THREADS"]), "OMP_NUM_THREADS"
     else:
-        rank, world, device = 0, 1, "cuda" if torch.cuda.is_available() else "cpu"
-    master = rank == 0
-    print0 = print if master else (lambda *a, **k: None)
-    if args.prompts_per_step % world:
-        raise SystemExit(f"--prompts-per-step {args.prompts_per_step} must be divisible by the {world} ranks "
-                         "(all samples of a prompt stay on one rank so the RLOO baseline is exact)")
-    os.makedirs(args.out_dir, exist_ok=True)
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        n, why = max(1, cores // local_world), f"{cores} cores / {local_world} ranks"
+    torch.set_num_threads(n)
+    return f"threads={n} ({why})"
 
-    # --- model, tokenizer, data
-    resume_from = checkpoint_to_resume(args.out_dir) if args.resume else None
-    if args.resume and resume_from is None:
-        raise SystemExit(f"--resume: no checkpoint in {args.out_dir}/last")
-    base_folder = resolve_model(args.model)
-    folder = resume_from or base_folder
-    model = load_model(folder, device=device, dtype=torch.float32)  # fp32 master weights
-    model.gradient_checkpointing = args.activation_checkpointing
-    tok = load_tokenizer(base_folder)
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if "cuda" in str(device) else nullcontext()
 
-    train_set = load_dataset(args.dataset, "train", data_path=args.data_path)
-    val_set = load_dataset(args.dataset, "validation", data_path=args.data_path, limit=args.val_size)
-    encode = lambda p: tok.encode_prompt(build_prompt(p.question, tok, args.prompt_format))
-    train_prompts, val_prompts = [encode(p) for p in train_set], [encode(p) for p in val_set]
-    val_labels = [p.answer for p in val_set]
+def init_distributed(world: int) -> str:
+    """Join the torchrun process group (NCCL on GPUs, gloo on CPU) -> this rank's device."""
+    if world == 1:
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    backend = "nccl" if torch.cuda.is_available() else "gloo"
+    dist.init_process_group(backend)
+    if backend == "gloo":
+        return "cpu"
+    device = f"cuda:{int(os.environ['LOCAL_RANK'])}"
+    torch.cuda.set_device(device)
+    return device
 
-    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
-    step, best = 0, -1.0
-    if resume_from:
-        state = torch.load(os.path.join(resume_from, "train_state.pt"), map_location=device, weights_only=False)
-        optimizer.load_state_dict(state["optimizer"])
-        step, best = state["step"], state["best"]
-        print0(f"resumed from {resume_from} at step {step} (best validation {best:.3f})")
-    ddp_model = DDP(model, device_ids=[device] if "cuda" in str(device) else None) if ddp else model
 
-    def checkpoint(name):
-        if master:
-            state = {"optimizer": optimizer.state_dict(), "step": step, "best": best, "args": vars(args)}
-            save_checkpoint(os.path.join(args.out_dir, name), model, base_folder, state)
-        if ddp:
-            dist.barrier()
+# --------------------------------------------------------------------------- the trainer
 
-    B, G = args.prompts_per_step, args.samples_per_prompt
-    local_B = B // world
-    print0(f"mode={args.mode} tau={args.tau} sigma={args.sigma} model={args.model} dataset={args.dataset} "
-           f"({len(train_set)} train / {len(val_set)} val) B={B} G={G} steps={args.steps} world={world} device={device}")
-    metrics_file = open(os.path.join(args.out_dir, "metrics.jsonl"), "a") if master else None
-    samples_file = open(os.path.join(args.out_dir, "samples.jsonl"), "a") if master else None
-    if step == 0:
-        val = validate(model, tok, val_prompts, val_labels, args, rank, world, autocast)
-        print0(f"step 0: greedy validation accuracy {val:.3f} (before training)")
-        if master:
-            metrics_file.write(json.dumps({"step": 0, "val_accuracy": val}) + "\n")
-            metrics_file.flush()
-    bad_steps = 0
-    bar = tqdm(total=args.steps, initial=step, disable=not master, dynamic_ncols=True)
-    while step < args.steps:
-        # --- prompts of this step: an epoch-wise permutation fixed by the seed; this rank takes its share
-        per_epoch = len(train_prompts) // B
-        epoch, slot = divmod(step, per_epoch)
-        order = list(range(len(train_prompts)))
-        random.Random(args.seed * 1_000_003 + epoch).shuffle(order)
-        chosen = order[slot * B:(slot + 1) * B][rank * local_B:(rank + 1) * local_B]
+class Trainer:
+    """One training run: setup (checks, data, model, optimizer, resume) in __init__, the loop in train()."""
 
-        # --- rollouts without gradient (§4: samples come from a stop-gradient copy of the policy)
-        t0 = time.time()
-        model.eval()
-        with autocast:
-            roll = generate(model, tok, [train_prompts[i] for i in chosen], args.mode, samples_per_prompt=G,
-                            tau=args.tau, sigma=args.sigma, max_cot_tokens=args.max_cot_tokens,
-                            max_answer_tokens=args.max_answer_tokens, answer_tau=args.answer_tau,
-                            seed=[args.seed * 1_000_003 + step * 10_007 + i for i in chosen])
-        rewards = torch.tensor([reward(text, train_set[chosen[row // G]].answer)
-                                for row, text in enumerate(roll.answer_text)], device=device).view(local_B, G)
-        advantages = rloo_advantages(rewards).flatten()  # Eq. 12
-        t1 = time.time()
+    def __init__(self, args, resume_from: str | None, state: dict | None):
+        self.args = args
+        self.rank, self.world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+        self.master = self.rank == 0
+        B, G = args.prompts_per_step, args.samples_per_prompt
+        if B * G % self.world:
+            raise SystemExit(f"the {B} × {G} = {B * G} rows of a step must split evenly over the {self.world} ranks "
+                             "(--prompts-per-step × --samples-per-prompt divisible by the number of ranks)")
+        prepare_out_dir(args, remove=self.master)
+        self.train_set, self.val_set = self.load_data()  # before the model: data problems fail fast
 
-        # --- REINFORCE update: only rows with a nonzero advantage carry gradient (Eq. 14)
-        model.train()
-        optimizer.zero_grad(set_to_none=False)
+        self.device = init_distributed(self.world)
+        threads = pick_threads(self.device, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+        n = B * G // self.world
+        self.rows = range(self.rank * n, (self.rank + 1) * n)  # this rank's rows: row r = problem r // G, sample r % G
+
+        self.base_folder = resolve_model(args.model)
+        self.tok = load_tokenizer(self.base_folder)
+        encode = lambda p: self.tok.encode_prompt(build_prompt(p.question, self.tok, args.prompt_format))
+        self.train_prompts, self.val_prompts = [encode(p) for p in self.train_set], [encode(p) for p in self.val_set]
+        self.model = load_model(resume_from or self.base_folder, device=self.device, dtype=torch.float32)  # fp32 master
+        self.model.gradient_checkpointing = args.activation_checkpointing
+        self.autocast = torch.autocast("cuda", dtype=torch.bfloat16) if "cuda" in self.device else nullcontext()
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
+        for p in self.model.parameters():  # a step without signal is an AdamW step on a zero gradient, resumed or not
+            p.grad = torch.zeros_like(p)
+        # progress: everything about the run so far that is not weights; saved in last/train_state.pt
+        self.step, self.progress = 0, {"base_val": None, "base_extraction": None, "best_val": None,
+                                       "best_step": None, "collapse": None}
+        if state:
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.step, self.progress = state["step"], state["progress"]
+        self.ddp_model = DDP(self.model, device_ids=[self.device] if "cuda" in self.device else None) \
+            if self.world > 1 else self.model
+        self.print0(f"mode={args.mode} tau={args.tau} sigma={args.sigma} model={args.model} dataset={args.dataset} "
+                    f"({len(self.train_set)} train / {len(self.val_set)} val) B={B} G={G} steps={args.steps} "
+                    f"world={self.world} device={self.device} {threads}")
+        if state:
+            self.print0(f"resumed from {resume_from} at step {self.step} (base model validation "
+                        f"{self.progress['base_val']:.3f}, best so far {self.progress['best_val']:.3f})")
+        self.print0(REWARD_HELP)
+        if self.master:
+            if state:  # the logs read as one run: drop what was logged after the checkpoint
+                for name in ("metrics.jsonl", "samples.jsonl"):
+                    truncate_log(os.path.join(args.out_dir, name), self.step)
+            self.metrics_file = open(os.path.join(args.out_dir, "metrics.jsonl"), "a")
+            self.samples_file = open(os.path.join(args.out_dir, "samples.jsonl"), "a")
+        self.last_save, self.bad_steps = time.time(), 0
+
+    def print0(self, *a, **k):
+        if self.master:
+            tqdm.write(" ".join(map(str, a)), **k)
+
+    def load_data(self):
+        args = self.args
+        try:
+            train_set = load_dataset(args.dataset, "train", data_path=args.data_path)
+            val_set = load_dataset(args.dataset, "validation", data_path=args.data_path, limit=args.val_size)
+        except (ValueError, FileNotFoundError, ImportError) as e:
+            raise SystemExit(f"data: {e}") from None
+        if len(train_set) < args.prompts_per_step:
+            raise SystemExit(f"data: the training set has {len(train_set)} problems, fewer than --prompts-per-step "
+                             f"{args.prompts_per_step}")
+        if not val_set:
+            raise SystemExit("data: the validation set is empty")
+        return train_set, val_set
+
+    # --- the loop: prompts -> rollouts -> rewards -> advantages -> update -> log
+    def train(self):
+        args, B, G = self.args, self.args.prompts_per_step, self.args.samples_per_prompt
+        stop = StopSignal()
+        try:
+            if self.progress["base_val"] is None:
+                self.validate_base()
+            bar = tqdm(total=args.steps, initial=self.step, disable=not self.master, dynamic_ncols=True)
+            stopping = self.sync_flags(stop)[0]
+            while self.step < args.steps and not stopping:
+                self.step += 1
+                t0 = time.time()
+                problems = step_problems(self.step, len(self.train_set), B, args.seed)
+                roll = self.rollouts(problems)                                      # §4: no gradient
+                my_rewards = torch.tensor([reward(text, self.train_set[problems[r // G]].answer)
+                                           for r, text in zip(self.rows, roll.answer_text)], device=self.device)
+                rewards = gather(my_rewards, self.world).view(B, G)                 # Eq. 11, every rank's rows
+                advantages = rloo_advantages(rewards).flatten()[self.rows.start:self.rows.stop]  # Eq. 12
+                t1 = time.time()
+                update = self.update(roll, advantages)                              # Eq. 13-14
+                row = self.metrics(rewards, roll, update, t0, t1)
+                if self.step % args.eval_every == 0 or self.step == args.steps:
+                    row.update(self.evaluate())
+                stopping, save_due = self.sync_flags(stop)
+                if "val_accuracy" in row or save_due or stopping or \
+                        (args.save_every and self.step % args.save_every == 0):
+                    self.save_last()
+                    row["saved"] = [*row.get("saved", []), "last"]
+                self.log(row, problems, roll, my_rewards, bar)
+            bar.close()
+            if stopping and self.step < args.steps:
+                self.stop_now(stop.signum)
+            self.finish()
+        finally:
+            stop.restore()
+            if self.world > 1 and dist.is_initialized():
+                dist.destroy_process_group()
+
+    def rollouts(self, problems):
+        """This rank's rows of the step, each with its own seed (see row_seed). The rows come in runs of k of the
+        same problem (k divides both the rank's row count and G, so no run crosses a group): each run's prompt
+        is prefilled once and copied to its k rows."""
+        args, G = self.args, self.args.samples_per_prompt
+        k = math.gcd(len(self.rows), G)
+        self.model.eval()
+        with self.autocast:
+            return generate(self.model, self.tok, [self.train_prompts[problems[r // G]] for r in self.rows[::k]],
+                            args.mode, samples_per_prompt=k, tau=args.tau, sigma=args.sigma,
+                            max_cot_tokens=args.max_cot_tokens, max_answer_tokens=args.max_answer_tokens,
+                            answer_tau=args.answer_tau,
+                            seed=[row_seed(args.seed, self.step, problems[r // G], r % G) for r in self.rows])
+
+    def update(self, roll, advantages) -> dict:
+        """REINFORCE on this rank's rows: only rows with a nonzero advantage carry gradient (Eq. 14). The losses of
+        the micro-batches add up to the step's loss; DDP averages the ranks' gradients."""
+        args, n = self.args, len(self.rows)
+        self.model.train()
+        self.optimizer.zero_grad(set_to_none=False)
         active = advantages.nonzero()[:, 0].tolist()
         chunks = [active[i:i + args.micro_batch] for i in range(0, len(active), args.micro_batch)]
-        n_chunks = torch.tensor(len(chunks), device=device)
-        if ddp:  # every rank must run the same number of backward passes, or DDP hangs
+        n_chunks = torch.tensor(len(chunks), device=self.device)
+        if self.world > 1:  # every rank must run the same number of backward passes, or DDP hangs
             dist.all_reduce(n_chunks, op=dist.ReduceOp.MAX)
-        loss_sum = 0.0
+        loss = 0.0
         for i in range(int(n_chunks)):
             rows, weight = (chunks[i], 1.0) if i < len(chunks) else ([0], 0.0)  # a zero-weight pass if idle
-            sync = ddp_model.no_sync() if ddp and i < int(n_chunks) - 1 else nullcontext()
-            with sync, autocast:
-                lp = log_prob(ddp_model, roll.select(rows))
-                loss = rloo_loss(lp, weight * advantages[rows], total=local_B * G)  # Eq. 13-14
-            loss.backward()
-            loss_sum += loss.item()
-        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), args.grad_clip)
-        if torch.isfinite(grad_norm):
-            for group in optimizer.param_groups:
-                group["lr"] = lr_at(step, args)
-            optimizer.step()
-            bad_steps = 0
+            sync = self.ddp_model.no_sync() if self.world > 1 and i < int(n_chunks) - 1 else nullcontext()
+            with sync, self.autocast:
+                chunk_loss = rloo_loss(log_prob(self.ddp_model, roll.select(rows)), weight * advantages[rows], total=n)
+            chunk_loss.backward()
+            loss += chunk_loss.item()
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), args.grad_clip).item()
+        out = {"loss": loss, "grad_norm": grad_norm, "grad_norm_clipped": math.nan,
+               "loss_no_const": loss_without_constant(loss, advantages, roll.cot_lens, self.model.cfg.dim,
+                                                      roll.sigma_abs, n)}
+        if math.isfinite(grad_norm):
+            out["grad_norm_clipped"] = torch.nn.utils.get_total_norm(
+                [p.grad for p in self.model.parameters()]).item()
+            for group in self.optimizer.param_groups:
+                group["lr"] = lr_at(self.step - 1, args)
+            self.optimizer.step()
+            self.bad_steps = 0
         else:  # a non-finite gradient would poison the weights: skip the step, and stop if it keeps happening
-            bad_steps += 1
-            print0(f"step {step}: non-finite gradient, update skipped ({bad_steps} in a row)")
-            if bad_steps >= args.max_bad_steps:
-                raise SystemExit(f"{bad_steps} non-finite steps in a row: lower --lr or check the data")
-        step += 1
-        t2 = time.time()
+            self.bad_steps += 1
+            self.print0(f"step {self.step}: non-finite gradient norm ({grad_norm}), update skipped "
+                        f"({self.bad_steps} in a row). Possible causes: --lr {args.lr} too high, --sigma {args.sigma} "
+                        f"too small (σ divides in Eq. 10), --tau {args.tau} too small (logits / τ overflow)")
+            if self.bad_steps >= args.max_bad_steps:
+                self.save_last()
+                raise SystemExit(f"{self.bad_steps} non-finite steps in a row (up to step {self.step}): lower --lr, "
+                                 f"or check --sigma / --tau and the data. last/ holds step {self.step} (the skipped "
+                                 f"steps changed no weights).")
+        return out
 
-        # --- logging: numbers averaged over ranks; completions next to their rewards
-        stats = torch.tensor([rewards.mean(), rewards.std(), (rewards == 100).float().mean(),
-                              (rewards >= 10).float().mean(), (rewards.std(1) == 0).float().mean(),
-                              roll.cot_lens.float().mean(), roll.answer_lens.float().mean(),
-                              roll.cot_entropy.mean(), loss_sum], device=device, dtype=torch.float64)
-        if ddp:
-            dist.all_reduce(stats)
-            stats /= world
-        keys = ["reward", "reward_std", "accuracy", "extraction_rate", "no_signal_groups",
-                "cot_len", "answer_len", "cot_entropy", "loss"]
-        row = {"step": step, **dict(zip(keys, stats.tolist())), "sigma_abs": roll.sigma_abs, "lr": lr_at(step - 1, args),
-               "grad_norm": grad_norm.item(), "tokens_per_s": (roll.cot_lens + roll.answer_lens).sum().item() / (t1 - t0),
-               "rollout_s": t1 - t0, "update_s": t2 - t1}
-        if step % args.eval_every == 0 or step == args.steps:
-            row["val_accuracy"] = validate(model, tok, val_prompts, val_labels, args, rank, world, autocast)
-            if row["val_accuracy"] > best:
-                best = row["val_accuracy"]
-                checkpoint("best")
-            checkpoint("last")
-        elif args.save_every and step % args.save_every == 0:
-            checkpoint("last")
-        if master:
-            metrics_file.write(json.dumps(row) + "\n")
-            metrics_file.flush()
-            for i in (int(rewards[0].argmax()), int(rewards[0].argmin())):  # best and worst of the first group
-                samples_file.write(json.dumps({"step": step, "reward": rewards[0, i].item(), "label": train_set[chosen[0]].answer,
-                                               "cot": roll.cot_text[i], "answer": roll.answer_text[i]}) + "\n")
-            samples_file.flush()
-            bar.update(1)
-            bar.set_postfix(reward=f"{row['reward']:.1f}", acc=f"{row['accuracy']:.2f}",
-                            best_val=f"{best:.2f}" if best >= 0 else "-", cot=f"{row['cot_len']:.0f}")
-            if "val_accuracy" in row or step == 1:
-                tqdm.write(f"step {step}: reward {row['reward']:.1f} acc {row['accuracy']:.2f} "
-                           f"no-signal groups {row['no_signal_groups']:.2f} cot {row['cot_len']:.0f} tok "
-                           f"entropy {row['cot_entropy']:.2f} σ {roll.sigma_abs:.4f} loss {row['loss']:.2f} "
-                           f"| {row['rollout_s']:.1f}s rollout {row['update_s']:.1f}s update"
-                           + (f" | greedy val {row['val_accuracy']:.3f}" if "val_accuracy" in row else ""))
-                tqdm.write(f"  sample (reward {rewards[0, 0].item():.0f}): {roll.cot_text[0][-200:]!r} -> {roll.answer_text[0]!r}")
-    bar.close()
-    print0(f"done: best greedy validation accuracy {best:.3f}; checkpoints in {args.out_dir}/best and {args.out_dir}/last")
-    if ddp:
-        dist.destroy_process_group()
+    def metrics(self, rewards, roll, update, t0, t1) -> dict:
+        """The step's numbers: reward statistics over all B·G rows, the rest averaged over the ranks."""
+        local = torch.tensor([roll.cot_lens.float().mean(), roll.answer_lens.float().mean(), roll.cot_entropy.mean(),
+                              update["loss"], update["loss_no_const"],
+                              (roll.cot_lens + roll.answer_lens).sum() / (t1 - t0)],
+                             device=self.device, dtype=torch.float64)
+        if self.world > 1:
+            dist.all_reduce(local)
+            local /= self.world
+        cot_len, answer_len, entropy, loss, loss_no_const, tokens_per_s = local.tolist()
+        return {"step": self.step, "reward": rewards.mean().item(), "reward_std": rewards.std().item(),
+                "accuracy": (rewards == 100).float().mean().item(),
+                "extraction_rate": (rewards >= 10).float().mean().item(),
+                "no_signal_groups": (rewards.std(1) == 0).float().mean().item(),
+                "cot_len": cot_len, "answer_len": answer_len, "cot_entropy": entropy,
+                "loss": loss, "loss_no_const": loss_no_const, "grad_norm": update["grad_norm"],
+                "grad_norm_clipped": update["grad_norm_clipped"], "sigma_abs": roll.sigma_abs,
+                "lr": lr_at(self.step - 1, self.args), "tokens_per_s": tokens_per_s * self.world,
+                "rollout_s": t1 - t0, "update_s": time.time() - t1}
+
+    # --- validation and model selection (§5)
+    @torch.no_grad()
+    def validate(self, label: str) -> tuple[float, float]:
+        """Greedy validation: hard with greedy CoT, soft/fuzzy with σ = 0, greedy answer -> (accuracy, fraction of
+        answers with a boxed answer), over all ranks."""
+        args = self.args
+        self.model.eval()
+        mine = list(range(self.rank, len(self.val_prompts), self.world))
+        batch = VAL_BATCH["cuda" if "cuda" in self.device else "cpu"]
+        counts = torch.zeros(2, dtype=torch.float64, device=self.device)  # correct, extracted
+        with tqdm(total=len(mine), desc=label, unit="problem", disable=not self.master, leave=False,
+                  dynamic_ncols=True) as bar:
+            for i in range(0, len(mine), batch):
+                idx = mine[i:i + batch]
+                with self.autocast:
+                    r = generate(self.model, self.tok, [self.val_prompts[j] for j in idx], args.mode,
+                                 tau=0.0 if args.mode == "hard" else args.tau, sigma=0.0,
+                                 max_cot_tokens=args.max_cot_tokens, max_answer_tokens=args.max_answer_tokens,
+                                 answer_tau=0.0)
+                scores = [reward(text, self.val_set[j].answer) for text, j in zip(r.answer_text, idx)]
+                counts += torch.tensor([sum(s == 100 for s in scores), sum(s >= 10 for s in scores)],
+                                       dtype=torch.float64, device=self.device)
+                bar.update(len(idx))
+        if self.world > 1:
+            dist.all_reduce(counts)
+        accuracy, extraction = (counts / len(self.val_prompts)).tolist()
+        return accuracy, extraction
+
+    def validate_base(self):
+        """Step 0: the base model's score is where model selection starts (best/ must beat it)."""
+        accuracy, extraction = self.validate("step 0 validation (base model)")
+        self.progress.update(base_val=accuracy, base_extraction=extraction, best_val=accuracy)
+        self.print0(f"step 0: greedy validation accuracy {accuracy:.3f}, boxed answers {extraction:.2f} "
+                    f"(base model: best/ will only hold a model that beats this)")
+        if self.master:
+            self.metrics_file.write(json_line({"step": 0, "val_accuracy": accuracy, "val_extraction_rate": extraction}))
+            self.metrics_file.flush()
+
+    def evaluate(self) -> dict:
+        p = self.progress
+        accuracy, extraction = self.validate(f"step {self.step} validation")
+        out = {"val_accuracy": accuracy, "val_extraction_rate": extraction}
+        if accuracy > p["best_val"]:
+            p.update(best_val=accuracy, best_step=self.step)
+            self.save("best")
+            out["saved"] = ["best"]
+        collapse = None
+        if p["base_val"] > 0 and accuracy == 0:
+            collapse = f"validation accuracy fell to 0 from {p['base_val']:.3f} (base model)"
+        elif extraction < COLLAPSE_EXTRACTION * p["base_extraction"]:
+            collapse = (f"boxed answers fell to {extraction:.2f} of validation problems from "
+                        f"{p['base_extraction']:.2f} (base model)")
+        if collapse:
+            collapse = f"step {self.step}: the model collapsed: {collapse}; lower --lr (now {self.args.lr})"
+            p["collapse"] = p["collapse"] or collapse
+            out["collapse"] = collapse
+            self.print0(f"WARNING: {collapse}")
+        return out
+
+    # --- checkpoints
+    def save(self, name: str):
+        """best/: the Hugging Face folder only. last/: the same plus train_state.pt (optimizer, step, arguments,
+        progress: plain tensors, numbers, strings, lists and dicts, so it loads with weights_only=True)."""
+        if self.master:
+            state = None if name == "best" else {"optimizer": self.optimizer.state_dict(), "step": self.step,
+                                                  "args": vars(self.args), "progress": self.progress}
+            save_checkpoint(os.path.join(self.args.out_dir, name), self.model, self.base_folder, state)
+        if self.world > 1:
+            dist.barrier()
+
+    def save_last(self):
+        self.save("last")
+        self.last_save = time.time()
+
+    def sync_flags(self, stop: StopSignal) -> tuple[int, bool]:
+        """(signal to stop on, or 0; whether --save-minutes have passed), the same on every rank."""
+        due = self.args.save_minutes > 0 and time.time() - self.last_save >= 60 * self.args.save_minutes
+        flags = torch.tensor([stop.signum, int(due)], device=self.device)
+        if self.world > 1:
+            dist.all_reduce(flags, op=dist.ReduceOp.MAX)
+        stop.signum = int(flags[0])
+        return int(flags[0]), bool(flags[1])
+
+    def stop_now(self, signum: int):
+        if not os.path.exists(os.path.join(self.args.out_dir, "last", "train_state.pt")):
+            self.save_last()  # stopped before the first step: last/ keeps the step-0 validation
+        launcher = f"torchrun --nproc_per_node {self.world}" if self.world > 1 else "python"
+        self.print0(f"stopped by {signal.Signals(signum).name} after step {self.step}: last/ saved. Continue with:\n"
+                    f"  {launcher} train.py --out-dir {shlex.quote(self.args.out_dir)} --resume")
+        raise SystemExit(128 + signum)
+
+    # --- logging
+    def log(self, row: dict, problems, roll, my_rewards, bar):
+        if not self.master:
+            return
+        self.metrics_file.write(json_line(row))
+        self.metrics_file.flush()
+        G = self.args.samples_per_prompt
+        first_group = [i for i, r in enumerate(self.rows) if r < G]  # rank 0's rows of the step's first problem
+        best = max(first_group, key=lambda i: my_rewards[i])
+        worst = min(first_group, key=lambda i: my_rewards[i])
+        problem = self.train_set[problems[0]]
+        for i in ([best, worst] if my_rewards[best] != my_rewards[worst] else [best]):  # no spread: one line
+            self.samples_file.write(json_line({"step": self.step, "reward": my_rewards[i].item(),
+                                               "gold": problem.answer, "question": problem.question,
+                                               "cot": roll.cot_text[i], "answer": roll.answer_text[i]}))
+        self.samples_file.flush()
+        best_val = self.progress["best_val"]
+        bar.update(1)
+        bar.set_postfix(reward=f"{row['reward']:.1f}", acc=f"{row['accuracy']:.2f}",
+                        loss_no_const=f"{row['loss_no_const']:.3g}", best_val=f"{best_val:.2f}",
+                        cot=f"{row['cot_len']:.0f}")
+        if "val_accuracy" in row or self.step == 1:
+            tqdm.write(f"step {self.step}: reward {row['reward']:.1f} acc {row['accuracy']:.2f} "
+                       f"no-signal groups {row['no_signal_groups']:.2f} cot {row['cot_len']:.0f} tok "
+                       f"entropy {row['cot_entropy']:.2f} σ {row['sigma_abs']:.4f} loss_no_const "
+                       f"{row['loss_no_const']:.3g} (loss {row['loss']:.4g}) grad_norm {row['grad_norm']:.3g} "
+                       f"(clipped {row['grad_norm_clipped']:.3g}) | {row['rollout_s']:.1f}s rollout "
+                       f"{row['update_s']:.1f}s update" + (f" | greedy val {row['val_accuracy']:.3f}"
+                                                            if "val_accuracy" in row else ""))
+            tqdm.write(f"  sample (reward {my_rewards[0].item():.0f}, gold {problem.answer}): "
+                       f"{roll.cot_text[0][-200:]!r} -> {roll.answer_text[0]!r}")
+
+    def finish(self):
+        """The final line (and the last metrics row) say what best/ holds, and whether training collapsed."""
+        p, out = self.progress, self.args.out_dir
+        if p["best_step"] is None:
+            summary = (f"done: no step beat the base model (validation {p['base_val']:.3f}); best/ not written; the "
+                       f"base model {self.args.model} is still the best. last/ holds step {self.step}")
+        else:
+            summary = (f"done: best greedy validation accuracy {p['best_val']:.3f} at step {p['best_step']} "
+                       f"(base model {p['base_val']:.3f}), in {out}/best; last/ holds step {self.step}")
+        if p["collapse"]:
+            summary += f". WARNING: {p['collapse']}"
+        self.print0(summary)
+        if self.master:
+            self.metrics_file.write(json_line({"step": self.step, "summary": summary, "best_step": p["best_step"],
+                                               "best_val_accuracy": p["best_val"],
+                                               "base_val_accuracy": p["base_val"], "collapse": p["collapse"]}))
+            self.metrics_file.close()
+            self.samples_file.close()
+
+
+def main(argv=None):
+    first = build_parser().parse_args(argv)  # --out-dir and --resume tell where the stored arguments are
+    resume_from, state = load_resume_state(first.out_dir) if first.resume else (None, None)
+    args = get_args(argv, stored=state["args"] if state else None)
+    if state and state["step"] >= args.steps:
+        raise SystemExit(f"the run in {args.out_dir} is already at step {state['step']} of --steps {args.steps}; "
+                         "pass a larger --steps to train further")
+    Trainer(args, resume_from, state).train()
 
 
 if __name__ == "__main__":

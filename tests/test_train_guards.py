@@ -1,0 +1,236 @@
+"""train.py's guards, in-process and fast: flags, resume arguments, checkpoints that refuse code, survive corruption
+and a full disk, the output folder, the logs after a resume, and data problems found before the model loads."""
+
+import argparse
+import errno
+import json
+import math
+import os
+
+import pytest
+import torch
+
+import train
+from model import ModelConfig, Transformer
+
+
+def parse_error(capsys, argv, stored=None) -> str:
+    with pytest.raises(SystemExit) as e:
+        train.get_args(argv, stored=stored)
+    assert e.value.code == 2
+    return capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--sigma", "0"], "--sigma must be > 0"), (["--samples-per-prompt", "1"], "RLOO baseline"),
+    (["--lr", "2"], "--lr must be in"), (["--steps", "0"], "--steps must be >= 1"),
+    (["--sigma", "nan"], "'nan' is not a finite number"), (["--lr", "inf"], "'inf' is not a finite number"),
+    (["--tau=-inf"], "not a finite number"), (["--save-minutes", "nan"], "not a finite number"),
+    (["--grad-clip", "0"], "--grad-clip must be > 0"), (["--grad-clip", "-1"], "--grad-clip must be > 0"),
+    (["--warmup-steps", "-1"], "--warmup-steps must be >= 0"), (["--save-every", "-1"], "--save-every must be >= 0"),
+    (["--max-bad-steps", "0"], "--max-bad-steps must be >= 1"),
+    (["--weight-decay", "-0.1"], "--weight-decay must be >= 0"),
+    (["--resume", "--overwrite"], "choose one"),
+])
+def test_bad_flags_fail_at_once(capsys, argv, message):
+    assert message in parse_error(capsys, argv)
+
+
+def test_defaults_per_dataset_and_mode():
+    assert train.get_args(["--dataset", "gsm8k"]).max_cot_tokens == 128  # the paper's GSM8K budget (§3)
+    assert train.get_args(["--mode", "soft"]).tau == 0.5 and train.get_args([]).tau == 0.0001
+
+
+def stored_run():
+    return vars(train.get_args(["--samples-per-prompt", "4", "--max-cot-tokens", "16", "--val-size", "4",
+                                "--sigma", "0.5", "--lr", "1e-4", "--out-dir", "run"]))
+
+
+def test_resume_takes_the_stored_arguments_and_allows_the_safe_ones():
+    args = train.get_args(["--resume", "--out-dir", "run", "--steps", "500", "--eval-every", "7"], stored=stored_run())
+    assert (args.samples_per_prompt, args.max_cot_tokens, args.val_size, args.sigma, args.lr) == (4, 16, 4, 0.5, 1e-4)
+    assert (args.steps, args.eval_every, args.resume) == (500, 7, True)
+    same = train.get_args(["--resume", "--out-dir", "run", "--sigma", "0.5"], stored=stored_run())  # equal: fine
+    assert same.sigma == 0.5
+
+
+def test_resume_refuses_conflicting_flags_and_lists_them(capsys):
+    err = parse_error(capsys, ["--resume", "--out-dir", "run", "--sigma", "0.33", "--lr", "3e-5", "--steps", "9"],
+                      stored=stored_run())
+    assert "--sigma 0.33 (the run has 0.5)" in err and "--lr 3e-05 (the run has 0.0001)" in err
+    assert "--steps 9" not in err and "--steps" in err.split("may change on resume")[1]  # safe, and listed as such
+
+
+def test_given_flags_sees_only_the_command_line():
+    assert train.given_flags(["--sigma", "0.33", "--resume"]) == {"sigma", "resume"}  # 0.33 is also the default
+
+
+def tiny_model():
+    torch.manual_seed(0)
+    return Transformer(ModelConfig(vocab_size=50, dim=8, n_layers=1, n_heads=2, n_kv_heads=1, head_dim=4,
+                                   hidden_dim=16))
+
+
+def make_last(folder, state):
+    train.save_checkpoint(str(folder), tiny_model(), str(folder.parent.parent / "tok"), state)
+
+
+def full_state(step=3):
+    model = tiny_model()
+    opt = torch.optim.AdamW(model.parameters())
+    model(tokens=torch.tensor([[1, 2]])).sum().backward()
+    opt.step()
+    return {"optimizer": opt.state_dict(), "step": step, "args": stored_run(),
+            "progress": {"base_val": 0.1, "base_extraction": 0.5, "best_val": 0.2, "best_step": 2, "collapse": None}}
+
+
+@pytest.fixture
+def out(tmp_path):
+    (tmp_path / "tok").mkdir()
+    (tmp_path / "run").mkdir()
+    return tmp_path / "run"
+
+
+def test_train_state_loads_with_weights_only(out):
+    make_last(out / "last", full_state())
+    folder, state = train.load_resume_state(str(out))
+    assert folder == str(out / "last") and state["step"] == 3 and state["args"]["sigma"] == 0.5
+
+
+class RunsCode:
+    def __reduce__(self):
+        return (os.system, ("echo pwned",))
+
+
+def test_a_pickle_with_a_callable_is_refused_naming_the_file(out):
+    make_last(out / "last", {**full_state(), "hook": RunsCode()})
+    with pytest.raises(SystemExit) as e:
+        train.load_resume_state(str(out))
+    assert "refusing to load" in str(e.value) and str(out / "last" / "train_state.pt") in str(e.value)
+
+
+def test_a_corrupt_state_is_named_and_last_old_is_used(out, capsys):
+    make_last(out / "last", full_state(step=3))
+    make_last(out / "last.old", full_state(step=2))
+    (out / "last" / "train_state.pt").write_bytes(b"not a checkpoint")
+    folder, state = train.load_resume_state(str(out))
+    err = capsys.readouterr().err
+    assert folder == str(out / "last.old") and state["step"] == 2
+    assert f"{out / 'last' / 'train_state.pt'} is corrupt" in err and "Resuming from" in err
+    os.remove(out / "last.old" / "train_state.pt")
+    with pytest.raises(SystemExit) as e:
+        train.load_resume_state(str(out))
+    assert "no checkpoint" in str(e.value) and str(out / "last" / "train_state.pt") in str(e.value)
+
+
+def test_best_holds_no_optimizer_state(out):
+    train.save_checkpoint(str(out / "best"), tiny_model(), str(out.parent / "tok"))
+    assert sorted(os.listdir(out / "best")) == ["config.json", "model.safetensors"]
+
+
+@pytest.mark.parametrize("fails", ["save_model", "torch_save"])
+def test_a_full_disk_says_so_and_keeps_the_previous_checkpoint(out, monkeypatch, fails):
+    make_last(out / "last", full_state(step=3))
+    before = {name: (out / "last" / name).read_bytes() for name in os.listdir(out / "last")}
+
+    def no_space(*a, **k):
+        raise OSError(errno.ENOSPC, "No space left on device")
+    monkeypatch.setattr(*((train, "save_model") if fails == "save_model" else (train.torch, "save")), no_space)
+    with pytest.raises(SystemExit) as e:
+        make_last(out / "last", full_state(step=4))
+    assert "no space left on device" in str(e.value) and str(out) in str(e.value) and "intact" in str(e.value)
+    assert {name: (out / "last" / name).read_bytes() for name in os.listdir(out / "last")} == before
+    assert sorted(os.listdir(out)) == ["last"]  # no half-written last.tmp left behind
+
+
+def out_args(out, **kw):
+    return argparse.Namespace(**{"out_dir": str(out), "resume": False, "overwrite": False, **kw})
+
+
+def test_an_existing_run_is_refused_unless_resume_or_overwrite(out, capsys):
+    for name in ("metrics.jsonl", "best", "last"):
+        target = out / name
+        target.mkdir() if name != "metrics.jsonl" else target.write_text("{}\n")
+        with pytest.raises(SystemExit) as e:
+            train.prepare_out_dir(out_args(out), remove=True)
+        assert "--resume" in str(e.value) and "--overwrite" in str(e.value) and name in str(e.value)
+    (out / "notes.txt").write_text("mine")
+    train.prepare_out_dir(out_args(out, resume=True), remove=True)  # continuing: nothing touched
+    assert sorted(os.listdir(out)) == ["best", "last", "metrics.jsonl", "notes.txt"]
+    train.prepare_out_dir(out_args(out, overwrite=True), remove=True)
+    said = capsys.readouterr().out
+    assert all(str(out / name) in said for name in ("best", "last", "metrics.jsonl"))
+    assert os.listdir(out) == ["notes.txt"]  # only the run's own files are deleted
+
+
+def test_truncate_log_keeps_one_uninterrupted_run(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    rows = [{"step": 0}, {"step": 1}, {"step": 2}, {"step": 3}, {"step": 3, "summary": "done"}]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows) + '{"step": 4, "rew')  # cut short by a crash
+    train.truncate_log(str(path), 2)
+    assert [json.loads(line) for line in path.read_text().splitlines()] == rows[:3]
+    train.truncate_log(str(path), 5)  # a later checkpoint also drops a closing summary
+    assert len(path.read_text().splitlines()) == 3 and not os.path.exists(str(path) + ".tmp")
+
+
+def test_json_lines_never_hold_nan():
+    row = json.loads(train.json_line({"step": 3, "loss": math.nan, "grad_norm": math.inf, "reward": 1.0}))
+    assert row == {"step": 3, "loss": None, "grad_norm": None, "reward": 1.0, "nonfinite": ["loss", "grad_norm"]}
+
+
+def test_loss_without_constant_against_torch_distributions():
+    """Eq. 13-14 with log π made of Gaussian terms (Eq. 10): dropping the constant from every CoT step's log density
+    (as torch.distributions computes it) gives the same loss as loss_without_constant."""
+    torch.manual_seed(0)
+    N, S, d, sigma = 5, 7, 6, 0.3
+    mean, x = torch.randn(N, S, d, dtype=torch.float64), torch.randn(N, S, d, dtype=torch.float64)
+    cot_lens = torch.tensor([7, 3, 0, 5, 1])
+    is_cot = torch.arange(S)[None] < cot_lens[:, None]
+    normal = torch.distributions.Normal(mean, sigma)
+    with_const = (normal.log_prob(x).sum(-1) * is_cot).sum(1)
+    without = ((normal.log_prob(x) - normal.log_prob(mean)).sum(-1) * is_cot).sum(1)  # log N(x) - log N(μ)
+    advantages = torch.randn(N, dtype=torch.float64)
+    loss = train.rloo_loss(with_const, advantages, total=8).item()
+    assert train.loss_without_constant(loss, advantages, cot_lens, d, sigma, 8) == \
+        pytest.approx(train.rloo_loss(without, advantages, total=8).item(), rel=1e-9)
+    assert train.loss_without_constant(loss, advantages, cot_lens, d, 0.0, 8) == loss  # hard CoT: no constant
+
+
+def test_row_seeds_depend_on_seed_step_problem_and_sample_only():
+    seeds = {train.row_seed(s, step, p, g) for s in (0, 1) for step in (1, 2) for p in (0, 5) for g in range(4)}
+    assert len(seeds) == 32 and all(0 <= s < 2**63 for s in seeds)
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--dataset", "nosuchset"], "unknown dataset"),
+    (["--dataset", "gsm8k", "--data-path", "/no/such/file.jsonl"], "does not exist"),
+    (["--dataset", "gsm8k", "--prompts-per-step", "4"], "fewer than --prompts-per-step 4"),
+])
+def test_data_problems_are_reported_before_the_model_loads(tmp_path, monkeypatch, flags, message):
+    folder = tmp_path / "data"
+    folder.mkdir()
+    for split, n in (("train", 3), ("validation", 2)):  # a folder with both splits, GSM8K format
+        (folder / f"{split}.jsonl").write_text("".join(
+            json.dumps({"question": f"What is {i} + 1?", "answer": f"{i} + 1 = {i + 1}\n#### {i + 1}"}) + "\n"
+            for i in range(n)))
+    if "--data-path" not in flags and flags[1] == "gsm8k":
+        flags = [*flags, "--data-path", str(folder)]
+
+    def no_model(*a, **k):
+        raise AssertionError("the model was loaded before the data was checked")
+    monkeypatch.setattr(train, "resolve_model", no_model)
+    monkeypatch.setattr(train, "load_model", no_model)
+    args = train.get_args([*flags, "--out-dir", str(tmp_path / "run")])
+    with pytest.raises(SystemExit) as e:
+        train.Trainer(args, None, None)
+    assert str(e.value).startswith("data:") and message in str(e.value)
+
+
+def test_main_refuses_before_any_work(tmp_path):
+    with pytest.raises(SystemExit) as e:
+        train.main(["--resume", "--out-dir", str(tmp_path)])
+    assert "no checkpoint" in str(e.value)
+    (tmp_path / "metrics.jsonl").write_text('{"step": 0}\n')
+    with pytest.raises(SystemExit) as e:
+        train.main(["--model", "/no/such/model", "--out-dir", str(tmp_path)])
+    assert "--resume" in str(e.value) and "--overwrite" in str(e.value)
