@@ -1,4 +1,4 @@
-"""Evaluate a model (the base model or a train.py checkpoint) in the six inference settings of PAPER.md §7.
+"""Evaluate a model (the base model or a train.py checkpoint) in the six inference settings of docs/paper.md §7.
 
     python evaluate.py --model out/best --dataset gsm8k                  # the paper's evaluation (a GPU job)
     python evaluate.py --model out/best --dataset arithmetic --limit 20  # CPU-sized defaults, see below

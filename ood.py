@@ -1,4 +1,4 @@
-"""Out-of-domain evaluation (PAPER.md §7, the paper's Table 2): HellaSwag, ARC-Easy, ARC-Challenge, MMLU.
+"""Out-of-domain evaluation (docs/paper.md §7, the paper's Table 2): HellaSwag, ARC-Easy, ARC-Challenge, MMLU.
 
     python ood.py --model smollm2-135m-instruct --sets hellaswag,arc_easy,arc_challenge,mmlu --limit 120 \
         --output results/ood_base.json
@@ -8,7 +8,7 @@ Two numbers per set, both from teacher-forced scoring (no generation):
 - NLL per token of the correct answer (nats): for each question, the summed negative log-likelihood of the
   correct answer's tokens given the question, divided by that answer's token count; then the mean of that
   per-question value over the set, so every question weighs the same (as it does in the accuracy).
-  PAPER.md §7 says only "NLL per token of the correct answer", not how the average is taken; the
+  docs/paper.md §7 says only "NLL per token of the correct answer", not how the average is taken; the
   token-pooled variant (total NLL / total answer tokens) is in the JSON as `nll_pooled`.
 - Multiple-choice accuracy: the choice with the lowest NLL per token is the model's answer. The paper reports
   hard-greedy accuracy instead (a generated CoT, then an answer); see the README for how the two relate.

@@ -84,12 +84,12 @@ def untouched():
 
 
 def test_stub_source_keeps_everything_but_the_bodies():
-    box = exercises.Exercise(1, "f.py", "Box.area", "Eq. 1", "w times h", "", 1, 1)
+    box = exercises.Exercise(1, "f.py", "Box.area", "Eq. 12", "w times h", "", 1, 1)
     scale = exercises.Exercise(2, "f.py", "scale", "§2", "twice x", "", 1, 1)
     out = exercises.stub_source(SOURCE, [box, scale], "f.py")
     assert out == SOURCE.replace(
         "        a = w * h  # the area\n        return a\n",
-        "        raise NotImplementedError('Exercise 1 — Eq. 1: w times h')\n").replace(
+        "        raise NotImplementedError('Exercise 1 — Eq. 12: w times h')\n").replace(
         "    y = 2 * x\n\n    return y  # done\n",
         "    raise NotImplementedError('Exercise 2 — §2: twice x')\n")
     one_line = exercises.Exercise(4, "f.py", "untouched", "", "", "", 1, 1)
