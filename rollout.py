@@ -396,6 +396,9 @@ if __name__ == "__main__":
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--prompt-format", choices=["raw", "chat"], default="chat", help="chat suits small models")
     args = ap.parse_args()
+    if args.max_cot_tokens < 1 or not math.isfinite(args.sigma) or args.sigma < 0 or \
+            (args.tau is not None and not (math.isfinite(args.tau) and args.tau >= 0)):
+        ap.error("need --max-cot-tokens >= 1 and finite --sigma >= 0 and --tau >= 0")
     folder = resolve_model(args.model)
     model, tok = load_model(folder).eval(), load_tokenizer(folder)
     prompt = tok.encode_prompt(build_prompt(args.prompt, tok, args.prompt_format))

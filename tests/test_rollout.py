@@ -330,3 +330,13 @@ def test_bf16_greedy_cot_follows_fp32_except_at_near_ties(default_model):
                for p in load_dataset("arithmetic", "validation", limit=8)]
     found = greedy_divergences(model, tok, prompts, "fuzzy", max_cot_tokens=40)
     assert all(d is None or d[1] < 0.25 for d in found), found
+
+
+@pytest.mark.parametrize("flags", [["--max-cot-tokens", "0"], ["--sigma", "nan"], ["--sigma", "-1"], ["--tau", "inf"]])
+def test_cli_refuses_bad_numbers_before_loading_a_model(flags):
+    import subprocess
+    import sys
+    root = __file__.rsplit("/tests/", 1)[0]
+    proc = subprocess.run([sys.executable, "rollout.py", *flags, "--model", "/nonexistent"], cwd=root,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and "need --max-cot-tokens >= 1" in proc.stderr, proc.stderr
