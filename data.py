@@ -355,7 +355,11 @@ def reward(completion_text: str, label: str) -> float:
 
 def pass_at_k(n: int, c: int, k: int) -> float:
     """Unbiased pass@k from n samples of which c are correct (§7): 1 - C(n-c, k) / C(n, k), computed as
-    1 - prod_{i=n-c+1}^{n} (1 - k/i) so that no huge binomials appear."""
+    1 - prod_{i=n-c+1}^{n} (1 - k/i) so that no huge binomials appear.
+
+    >>> pass_at_k(4, 1, 1), pass_at_k(4, 1, 2), pass_at_k(4, 3, 2)  # 1/4; 1 - C(3,2)/C(4,2); every pair holds one
+    (0.25, 0.5, 1.0)
+    """
     if not 0 <= c <= n or not 1 <= k <= n:
         raise ValueError(f"pass@k needs 0 <= c <= n and 1 <= k <= n, got n={n}, c={c}, k={k}")
     if n - c < k:  # every k-subset holds a correct sample

@@ -10,7 +10,11 @@ import torch
 
 
 def rloo_advantages(rewards: torch.Tensor) -> torch.Tensor:
-    """rewards (B, G) -> advantages (B, G). The baseline of a sample is the mean of the *other* G-1."""
+    """rewards (B, G) -> advantages (B, G). The baseline of a sample is the mean of the *other* G-1.
+
+    >>> rloo_advantages(torch.tensor([[100., 0., 10., 10.]]))  # 100 - (0 + 10 + 10) / 3 = 93.33, ...
+    tensor([[ 93.3333, -40.0000, -26.6667, -26.6667]])
+    """
     G = rewards.shape[-1]
     if G < 2:
         raise ValueError("RLOO needs at least 2 samples per prompt")
@@ -20,6 +24,10 @@ def rloo_advantages(rewards: torch.Tensor) -> torch.Tensor:
 
 def rloo_loss(log_probs: torch.Tensor, advantages: torch.Tensor, total: int | None = None) -> torch.Tensor:
     """-(1/total) Σ A_i · log π(traj_i). `total` is B·G of the whole step when this is one micro-batch of it,
-    so that the micro-batch losses add up to the loss of the step."""
+    so that the micro-batch losses add up to the loss of the step.
+
+    >>> rloo_loss(torch.tensor([-2.0, -1.0]), torch.tensor([1.0, -1.0]))  # -(1·(-2) + (-1)·(-1)) / 2
+    tensor(0.5000)
+    """
     total = log_probs.numel() if total is None else total
     return -(advantages.detach() * log_probs).sum() / total

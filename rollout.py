@@ -42,7 +42,11 @@ def noise_scale(model, sigma: float) -> float:
 
 
 def gaussian_log_prob(x: torch.Tensor, mean: torch.Tensor, sigma: float) -> torch.Tensor:
-    """log N(x; mean, σ²I) summed over the last dim, with its constant (Eq. 10)."""
+    """log N(x; mean, σ²I) summed over the last dim, with its constant (Eq. 10).
+
+    >>> gaussian_log_prob(torch.zeros(2), torch.zeros(2), 1.0)  # at the mean, d = 2, σ = 1: -log(2π)
+    tensor(-1.8379)
+    """
     d = x.shape[-1]
     return -(x - mean).pow(2).sum(-1) / (2 * sigma**2) - 0.5 * d * math.log(2 * math.pi * sigma**2)
 
