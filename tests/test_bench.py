@@ -28,6 +28,7 @@ def one_thread():
     torch.set_num_threads(before)
 
 
+@pytest.mark.slow
 def test_tiny_run_finishes_quickly_and_prints_medians_with_spreads(tmp_path, one_thread):
     out = tmp_path / "bench.json"
     start = time.perf_counter()

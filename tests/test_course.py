@@ -27,6 +27,7 @@ def grade_json(folder, tmp_path):
     return table, json.loads(report.read_text())
 
 
+@pytest.mark.slow
 def test_student_copy_fails_every_exercise_with_not_implemented(tmp_path):
     student = tmp_path / "student"
     run_cli("make", "--out", str(student))
@@ -51,6 +52,7 @@ def test_student_copy_fails_every_exercise_with_not_implemented(tmp_path):
     assert f"total: 0.0 / {sum(ex.points for ex in EXERCISES)} points" in table
 
 
+@pytest.mark.slow
 def test_repository_gets_full_marks(tmp_path):
     table, scores = grade_json(REPO, tmp_path)
     for s in scores:

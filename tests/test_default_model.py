@@ -139,6 +139,7 @@ def smollm2_folder(tmp_path_factory):
         yield resolve_model(DEFAULT_NAME)
 
 
+@pytest.mark.slow
 def test_real_smollm2_converts_and_answers(smollm2_folder, capsys, monkeypatch):
     monkeypatch.setenv("SOFT_TOKENS_CACHE", os.path.dirname(smollm2_folder))
     assert resolve_model(DEFAULT_NAME) == smollm2_folder  # second call: the cached folder

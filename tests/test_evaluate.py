@@ -191,6 +191,7 @@ def test_summarize_pass_at_k_by_hand():
 
 # --------------------------------------------------------------------------- the real default model
 
+@pytest.mark.slow
 def test_default_model_runs_all_six_settings(tmp_path):
     from default_model import DEFAULT_NAME, resolve_model
     try:

@@ -177,6 +177,7 @@ def smollm2():
     return folder, ref, load_model(folder).eval(), transformers.AutoTokenizer.from_pretrained(folder)
 
 
+@pytest.mark.slow
 def test_smollm2_logits_match_transformers_on_real_text(smollm2):
     _, ref, ours, hf_tok = smollm2
     text = "Natalia sold clips to 48 of her friends in April, and then she sold half as many clips in May."
@@ -185,6 +186,7 @@ def test_smollm2_logits_match_transformers_on_real_text(smollm2):
         assert (ref(ids).logits - ours(tokens=ids)).abs().max().item() < 1e-4
 
 
+@pytest.mark.slow
 def test_smollm2_greedy_64_tokens_equal_transformers_generate(smollm2):
     _, ref, ours, hf_tok = smollm2
     questions = ["What is the capital of France?", "Write a haiku about the sea.",

@@ -264,6 +264,7 @@ def test_group_seeds_make_a_groups_rollouts_independent_of_its_batch():
     assert both.answer_text[3:] == second.answer_text
 
 
+@pytest.mark.slow
 def test_default_model_32_samples_128_token_cot_on_cpu():
     from default_model import find_gguf, resolve_model
     from model import load_model
@@ -299,6 +300,7 @@ def default_model():
     return model, tok, prompt
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", ["soft", "fuzzy"])
 def test_bf16_update_gradient_equals_fp32_gradient(default_model, mode):
     """Rolled out and updated under bf16 autocast (CPU here, CUDA for users), the update's gradient must be the
@@ -320,6 +322,7 @@ def test_bf16_update_gradient_equals_fp32_gradient(default_model, mode):
     assert cosine >= 0.99 and abs(bf16.norm() / fp32.norm() - 1) <= 0.05, (cosine, (bf16.norm() / fp32.norm()).item())
 
 
+@pytest.mark.slow
 def test_bf16_greedy_cot_follows_fp32_except_at_near_ties(default_model):
     """Greedy validation and evaluation under bf16 autocast make fp32's choices wherever fp32's top-2 logit
     margin is not a near-tie (< 0.25). With the head in bf16 they did not: a flip at a margin of 0.97 was seen."""

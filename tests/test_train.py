@@ -61,6 +61,7 @@ def metrics(out_dir):
     return [json.loads(line) for line in open(os.path.join(out_dir, "metrics.jsonl"))]
 
 
+@pytest.mark.slow
 def test_ddp_splits_one_group_over_two_ranks_like_one_process(answering_model, tmp_path):
     """1 prompt x 4 samples on 2 ranks: each rank rolls out 2 rows of the same group, the RLOO baseline (Eq. 12)
     sees all 4 rewards, and the step ends with the parameters of one process."""
@@ -81,6 +82,7 @@ def test_ddp_splits_one_group_over_two_ranks_like_one_process(answering_model, t
         assert rows_one[1][key] == pytest.approx(rows_two[1][key], rel=1e-5, abs=1e-6), key
 
 
+@pytest.mark.slow
 def test_ddp_with_more_ranks_than_prompts_runs(answering_model, tmp_path):
     """The README's kind of split (2 prompts x 32 samples on 8 GPUs), small: 2 prompts x 4 samples on 4 ranks."""
     four = run(["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "4", "train.py",
@@ -114,6 +116,7 @@ def logged_steps(out_dir):
         return []
 
 
+@pytest.mark.slow
 def test_stopped_runs_resume_exactly_with_only_resume_and_out_dir(answering_model, tmp_path):
     """A run killed (SIGKILL) or stopped (SIGINT), then resumed with `--out-dir DIR --resume` alone, ends with the
     same weights as a straight run, its stored flags in force (G=4, CoT 6, 4 validation problems, ...), and logs
@@ -161,6 +164,7 @@ def test_stopped_runs_resume_exactly_with_only_resume_and_out_dir(answering_mode
         assert logged_steps(out) == [0, 1, 2, 3, 4, 4]  # the replayed steps are logged once
 
 
+@pytest.mark.slow
 def test_a_run_that_collapses_never_writes_best_and_says_so(answering_model, tmp_path):
     """--lr 0.9 wrecks the tiny model within a step: no validation beats the base model's step-0 score, so best/
     is never written, and the collapse is reported in the log, the final line and metrics.jsonl."""
@@ -178,6 +182,7 @@ def test_a_run_that_collapses_never_writes_best_and_says_so(answering_model, tmp
     assert "step 0 validation (base model): 100%" in result.stderr
 
 
+@pytest.mark.slow
 def test_a_non_finite_gradient_is_skipped_named_and_never_written_as_nan(answering_model, tmp_path, monkeypatch,
                                                                         capsys):
     import train
@@ -196,6 +201,7 @@ def test_a_non_finite_gradient_is_skipped_named_and_never_written_as_nan(answeri
     assert "1 non-finite steps in a row" in str(e.value) and (tmp_path / "stopped" / "last").exists()
 
 
+@pytest.mark.slow
 def test_main_command_runs_and_evaluate_loads_its_checkpoint(tmp_path):
     from default_model import find_gguf
     if find_gguf() is None:
