@@ -5,7 +5,7 @@ import torch
 
 from rloo import rloo_advantages, rloo_loss
 from rollout import generate, log_prob
-from test_rollout import PROMPTS, ToyTokenizer, tiny_model
+from toy import PROMPTS, ToyTokenizer, tiny_model
 
 
 def test_advantages_hand_computed():
