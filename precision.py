@@ -123,35 +123,42 @@ def greedy_table(model, tok, prompts, args) -> str:
     return "\n".join(lines)
 
 
-def time_table(model, tok, prompt, args, rounds: int = 3) -> str:
+def time_table(model, tok, prompt, args) -> str:
     """Seconds per rollout and per update (log_prob forward + backward) under bf16 autocast, each variant in
-    turn within a round, median of `rounds` (so a busy moment on a shared machine slows every variant)."""
+    turn within a round, median of --rounds (so a busy moment on a shared machine slows every variant)."""
     device = model.embed_tokens.weight.device
     autocast = lambda: torch.autocast(device.type, dtype=torch.bfloat16)
     with autocast():
         roll = generate(model, tok, [prompt], "fuzzy", samples_per_prompt=args.samples, max_cot_tokens=args.max_cot_tokens, seed=0)
     advantages = torch.tensor([(-1.0) ** i for i in range(args.samples)], device=device)
 
-    def rollout(fp32_logits):
+    def rollout(fp32_logits) -> int:
         model.fp32_logits = fp32_logits
         with autocast():
-            generate(model, tok, [prompt], "fuzzy", samples_per_prompt=args.samples, max_cot_tokens=args.max_cot_tokens,
-                     seed=0)
+            return generate(model, tok, [prompt], "fuzzy", samples_per_prompt=args.samples,
+                            max_cot_tokens=args.max_cot_tokens, seed=0).tokens.shape[1]   # decoding steps
 
-    variants = {"rollout, float32 head": lambda: rollout(True), "rollout, bf16 head": lambda: rollout(False),
-                "update, anchored (train.py)": lambda: flat_grad(model, roll, advantages, bf16=True),
-                "update, textbook Eq. 10": lambda: flat_grad(model, roll, advantages, bf16=True, anchored=False)}
-    seconds = {name: [] for name in variants}
-    for _ in range(rounds):
+    def update(anchored) -> int:
+        flat_grad(model, roll, advantages, bf16=True, anchored=anchored)
+        return 1
+
+    variants = {"rollout, float32 head (ms per decoding step)": lambda: rollout(True),
+                "rollout, bf16 head (ms per decoding step)": lambda: rollout(False),
+                "update, anchored: train.py (ms)": lambda: update(True),
+                "update, textbook Eq. 10 (ms)": lambda: update(False)}
+    for run in variants.values():  # warm-up
+        run()
+    ms = {name: [] for name in variants}
+    for _ in range(args.rounds):
         for name, run in variants.items():
             t0 = time.perf_counter()
-            run()
-            seconds[name].append(time.perf_counter() - t0)
+            per = run()
+            ms[name].append(1000 * (time.perf_counter() - t0) / per)
     model.fp32_logits = True
-    lines = ["| bf16 autocast, fuzzy, " + f"{args.samples} rows × {args.max_cot_tokens} CoT | seconds (median) | min–max |",
+    lines = [f"| bf16 autocast, fuzzy, {args.samples} rows, CoT ≤ {args.max_cot_tokens} | median of {args.rounds} | min–max |",
              "|---|---|---|"]
-    for name, s in seconds.items():
-        lines.append(f"| {name} | {statistics.median(s):.2f} | {min(s):.2f}–{max(s):.2f} |")
+    for name, t in ms.items():
+        lines.append(f"| {name} | {statistics.median(t):.1f} | {min(t):.1f}–{max(t):.1f} |")
     return "\n".join(lines)
 
 
@@ -166,13 +173,14 @@ def main(argv=None):
     ap.add_argument("--max-cot-tokens", type=int, default=64)
     ap.add_argument("--sigma", type=float, default=0.33)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--rounds", type=int, default=5, help="timed rounds of the time part, after a warm-up")
     ap.add_argument("--output", default=None, help="also write the markdown tables here")
     args = ap.parse_args(argv)
     modes, parts = args.modes.split(","), args.parts.split(",")
     if any(m not in ("hard", "soft", "fuzzy") for m in modes) or any(p not in ("grad", "greedy", "time") for p in parts):
         ap.error("--modes from hard,soft,fuzzy; --parts from grad,greedy,time")
-    if args.samples < 2 or args.max_cot_tokens < 1 or args.greedy_prompts < 1 or not math.isfinite(args.sigma) or args.sigma <= 0:
-        ap.error("--samples >= 2, --max-cot-tokens >= 1, --greedy-prompts >= 1, --sigma > 0 and finite")
+    if args.samples < 2 or args.max_cot_tokens < 1 or args.greedy_prompts < 1 or args.rounds < 1 or not math.isfinite(args.sigma) or args.sigma <= 0:
+        ap.error("--samples >= 2, --max-cot-tokens >= 1, --greedy-prompts >= 1, --rounds >= 1, --sigma > 0 and finite")
 
     folder = resolve_model(args.model)
     model, tok = load_model(folder, device=args.device), load_tokenizer(folder)  # fp32 master weights

@@ -9,7 +9,6 @@ import pytest
 import torch
 import torch.nn as nn
 
-from model import ModelConfig, Transformer
 from rollout import (STEP_ANSWER, STEP_COT, STEP_PREFILL, STOP_TEXT, StopMatcher, gaussian_log_prob,
                      generate, log_prob, noise_scale, soft_mean, teacher_forced_logits)
 from toy import PIECES, PROMPTS, ToyTokenizer, tiny_model
