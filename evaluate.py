@@ -35,7 +35,7 @@ from tqdm import tqdm
 
 from data import DATASET_DEFAULTS, FALLBACK_DEFAULTS, build_prompt, extract_boxed, load_dataset, pass_at_k, reward
 from default_model import resolve_model
-from model import load_model
+from model import load_model, pick_device
 from rollout import PREFILL_BUDGET, PREFILL_EARLY, STEP_COT, StopMatcher, generate, noise_scale
 from tokenizer import load_tokenizer
 
@@ -125,12 +125,10 @@ def get_args(argv=None):
         errors.append(f"--sigma must be a finite number >= 0, got {args.sigma}")
     if os.path.splitext(args.output)[1] == ".md":
         errors.append("--output is the JSON; the markdown table is written next to it with .md")
-    if args.device == "auto":
-        args.device = "cuda" if torch.cuda.is_available() else "cpu"
-    elif args.device.startswith("cuda") and not torch.cuda.is_available():
-        errors.append(f"--device {args.device}: CUDA is not available")
-    elif args.device != "cpu" and not args.device.startswith("cuda"):
-        errors.append(f"--device must be auto, cpu, cuda or cuda:N, got {args.device!r}")
+    try:
+        args.device = pick_device(args.device)
+    except ValueError as e:
+        errors.append(str(e))
     if errors:
         ap.error("; ".join(errors))
     on_gpu = args.device.startswith("cuda")

