@@ -23,8 +23,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-COT, PREFILL, ANSWER, DONE = 0, 1, 2, 3     # the phase of a row while generating
-STEP_PAD, STEP_COT, STEP_PREFILL, STEP_ANSWER = 0, 1, 2, 3  # what each recorded step was
+# A row's phase while generating, and so what each recorded step was (a finished row records padding).
+STEP_PAD, STEP_COT, STEP_PREFILL, STEP_ANSWER = 0, 1, 2, 3
 # §3: the CoT ends when its (shadow) text ends with "The final answer is: ". In byte-level BPE the space
 # after the colon always starts the *next* token (" 42", " \boxed"), so a text can only end with the colon:
 # we match up to it and give the space back in the prefill, which then reads exactly as in the paper.
@@ -133,6 +133,41 @@ class Rollout:
         return Rollout(**out)
 
 
+@dataclass
+class Phases:
+    """Where each row is in [CoT][prefill][answer], and the rules of §3 that move it on, on the device."""
+    phase: torch.Tensor          # (N,) STEP_COT -> STEP_PREFILL -> STEP_ANSWER -> STEP_PAD (done)
+    match_state: torch.Tensor    # (N,) StopMatcher state of the CoT text
+    n_cot: torch.Tensor          # (N,) CoT steps so far
+    which_prefill: torch.Tensor  # (N,) 0: after an early stop (PREFILL_EARLY), 1: at the budget (PREFILL_BUDGET)
+    prefill_pos: torch.Tensor    # (N,) prefill tokens given so far
+    braces: torch.Tensor         # (N,) { minus } in the answer: it ends when \boxed{ closes
+    n_answer: torch.Tensor       # (N,) answer tokens so far
+
+    @classmethod
+    def start(cls, n: int, device) -> "Phases":
+        zeros = lambda: torch.zeros(n, dtype=torch.long, device=device)  # noqa: E731
+        return cls(torch.full((n,), STEP_COT, device=device), *(zeros() for _ in range(6)))
+
+    def advance(self, token, matcher: StopMatcher, stop_ids, prefill_lens, max_cot_tokens: int, max_answer_tokens: int):
+        """Account for the step each row just took (`token`, in its current phase), then move rows on."""
+        in_cot, in_prefill, in_answer = self.phase == STEP_COT, self.phase == STEP_PREFILL, self.phase == STEP_ANSWER
+        self.n_cot += in_cot
+        self.match_state = torch.where(in_cot, matcher.table[self.match_state, token], self.match_state)
+        stopped = in_cot & (self.match_state == matcher.done_state)      # the CoT text ends with STOP_TEXT
+        # CoT budget L reached, or the model ended its turn: either way the full marker is prefilled
+        budget = in_cot & ~stopped & ((self.n_cot >= max_cot_tokens) | torch.isin(token, stop_ids))
+        self.which_prefill = torch.where(budget, 1, self.which_prefill)
+        self.prefill_pos += in_prefill
+        self.braces += torch.where(in_answer, matcher.brace_delta[token], 0)
+        self.n_answer += in_answer
+        answer_over = in_answer & (torch.isin(token, stop_ids) | (self.braces < 0) | (self.n_answer >= max_answer_tokens))
+        prefill_over = in_prefill & (self.prefill_pos >= prefill_lens[self.which_prefill])
+        self.phase = torch.where(stopped | budget, STEP_PREFILL, self.phase)
+        self.phase = torch.where(prefill_over, STEP_ANSWER, self.phase)
+        self.phase = torch.where(answer_over, STEP_PAD, self.phase)
+
+
 def left_pad(prompts: list[list[int]], pad_id: int, device):
     P = max(len(p) for p in prompts)
     ids = torch.full((len(prompts), P), pad_id, dtype=torch.long)
@@ -227,18 +262,13 @@ def generate(model, tokenizer, prompts: list[list[int]], mode: str, samples_per_
     prefill_lens = torch.tensor([len(p) for p in prefills], device=device)
     stop_ids = torch.tensor(sorted(tokenizer.stop_ids), device=device)
 
-    phase = torch.full((N,), COT, device=device)
-    match_state = torch.zeros(N, dtype=torch.long, device=device)   # StopMatcher state of the CoT text
-    n_cot = torch.zeros(N, dtype=torch.long, device=device)
-    which_prefill = torch.zeros(N, dtype=torch.long, device=device)  # 0: early stop, 1: budget
-    prefill_pos = torch.zeros(N, dtype=torch.long, device=device)
-    braces = torch.zeros(N, dtype=torch.long, device=device)
-    n_answer = torch.zeros(N, dtype=torch.long, device=device)
+    rows = Phases.start(N, device)
     logp = torch.zeros(N, device=device)
     rec_tokens, rec_kinds, rec_embeds, rec_means, rec_top, rec_entropy = [], [], [], [], [], []
 
     for step in range(max_steps):
-        in_cot, in_prefill, in_answer = phase == COT, phase == PREFILL, phase == ANSWER
+        kind = rows.phase                                            # (N,) what this step is, per row
+        in_cot, in_prefill, in_answer = kind == STEP_COT, kind == STEP_PREFILL, kind == STEP_ANSWER
 
         # --- next-token distributions in float32 (τ = 1e-4 overflows half precision); τ = 1 reuses the untempered one
         log_p1 = F.log_softmax(logits, dim=-1)
@@ -267,34 +297,19 @@ def generate(model, tokenizer, prompts: list[list[int]], mode: str, samples_per_
             logp += torch.where(in_answer, log_pa.gather(1, answer_token[:, None])[:, 0], 0.0)
         else:
             answer_token = shadow
-        prefill_token = prefill_table[which_prefill, prefill_pos.clamp(max=prefill_table.shape[1] - 1)]
+        prefill_token = prefill_table[rows.which_prefill, rows.prefill_pos.clamp(max=prefill_table.shape[1] - 1)]
 
         token = torch.where(in_cot, cot_token, torch.where(in_prefill, prefill_token, answer_token))
-        kind = torch.where(in_cot, STEP_COT, torch.where(in_prefill, STEP_PREFILL,
-                                                          torch.where(in_answer, STEP_ANSWER, STEP_PAD)))
         embeds = torch.where(in_cot[:, None], cot_embed.to(E.dtype), E[token])
         rec_tokens.append(token)
         rec_kinds.append(kind)
         if mode != "hard":
-            rec_embeds.append(cot_embed.float())
-            rec_means.append(mean)
-            rec_top.append(logits.topk(min(JACOBIAN_TOP_K, V), dim=-1))
+            rec_embeds.append(cot_embed.float())                     # the action h̃_t
+            rec_means.append(mean)                                   # and the point where log_prob's
+            rec_top.append(logits.topk(min(JACOBIAN_TOP_K, V), dim=-1))  # gradient is taken: anchored_surrogate
 
-        # --- advance each row's phase
-        n_cot += in_cot
-        match_state = torch.where(in_cot, matcher.table[match_state, token], match_state)
-        stopped = in_cot & (match_state == matcher.done_state)       # text ends with STOP_TEXT
-        # CoT budget L reached, or the model ended its turn: either way the full marker is prefilled
-        budget = in_cot & ~stopped & ((n_cot >= max_cot_tokens) | torch.isin(token, stop_ids))
-        which_prefill = torch.where(budget, 1, which_prefill)
-        prefill_pos += in_prefill
-        braces += torch.where(in_answer, matcher.brace_delta[token], 0)
-        n_answer += in_answer
-        answer_over = in_answer & (torch.isin(token, stop_ids) | (braces < 0) | (n_answer >= max_answer_tokens))
-        phase = torch.where(stopped | budget, PREFILL, phase)
-        phase = torch.where(in_prefill & (prefill_pos >= prefill_lens[which_prefill]), ANSWER, phase)
-        phase = torch.where(answer_over, DONE, phase)
-        if step % 8 == 7 and bool((phase == DONE).all()):  # a host sync, so only every few steps
+        rows.advance(token, matcher, stop_ids, prefill_lens, max_cot_tokens, max_answer_tokens)  # §3
+        if step % 8 == 7 and bool((rows.phase == STEP_PAD).all()):  # a host sync, so only every few steps
             break
         logits = model(embeds=embeds[:, None], start_pos=P + step, pad_lens=pad_lens, use_cache=True)[:, -1]
     model.setup_cache(0, 0)
