@@ -12,8 +12,8 @@ What is counted, per GPU (Ψ = parameters; W = ranks; N = rows per rank = B·G/W
 P = prompt, S = CoT + prefill + answer steps, T = P + S; c = 2 bytes under bf16 autocast (GPU), 4 in float32 (CPU)):
   always      fp32 weights 4Ψ, gradients 4Ψ (train.py allocates them up front), AdamW m and v 8Ψ: 16Ψ under DDP,
               16Ψ/W under FSDP (parameters, gradients and optimizer state sharded), plus
-              DDP (W > 1): the reducer's gradient buckets, another 4Ψ (DistributedDataParallel's default
-                          gradient_as_bucket_view=False keeps a flat copy of every gradient);
+              DDP (W > 1): nothing more: train.py passes gradient_as_bucket_view=True, so the gradients are
+                          views into the reducer's buckets rather than a second flat copy;
               FSDP: the root unit (embeddings, final norm, untied head) gathered in c bytes for the whole forward
                     and backward, two blocks gathered (the one computing and the one prefetched), and the
                     unsharded fp32 gradients of the root and one block before their reduce-scatter;
@@ -171,8 +171,6 @@ def plan(cfg: ModelConfig, a) -> dict:
     always = [(f"fp32 weights ({n['total'] / 1e9:.2f}B parameters{sharded})", 4 * n["total"] / shard),
               (f"fp32 gradients{sharded}", 4 * n["total"] / shard),
               (f"AdamW m and v, fp32{sharded}", 8 * n["total"] / shard)]
-    if W > 1 and not a.fsdp:
-        always.append(("DDP gradient buckets (a flat fp32 copy of the gradients)", 4 * n["total"]))
     if a.fsdp:
         always.append(("FSDP gathered: root unit + 2 blocks (compute dtype)", c * (n["root"] + 2 * n["block"])))
         always.append(("FSDP unsharded fp32 gradients: root unit + 1 block", 4 * (n["root"] + n["block"])))

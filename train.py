@@ -401,8 +401,10 @@ class Trainer:
         if state:
             self.optimizer.load_state_dict(state["optimizer"])
             self.step, self.progress = state["step"], state["progress"]
-        self.ddp_model = DDP(self.model, device_ids=[self.device] if "cuda" in self.device else None) \
-            if self.world > 1 else self.model
+        # gradient_as_bucket_view: the gradients live in DDP's buckets instead of beside a flat copy (4 bytes a
+        # parameter less: 12 GiB for a 3B model, see plan.py)
+        self.ddp_model = DDP(self.model, device_ids=[self.device] if "cuda" in self.device else None,
+                             gradient_as_bucket_view=True) if self.world > 1 else self.model
         self.print0(f"mode={args.mode} tau={args.tau} sigma={args.sigma} model={args.model} dataset={args.dataset} "
                     f"({len(self.train_set)} train / {len(self.val_set)} val) B={B} G={G} steps={args.steps} "
                     f"world={self.world} device={self.device} {threads}")
