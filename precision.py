@@ -138,14 +138,16 @@ def time_table(model, tok, prompt, args) -> str:
             return generate(model, tok, [prompt], "fuzzy", samples_per_prompt=args.samples,
                             max_cot_tokens=args.max_cot_tokens, seed=0).tokens.shape[1]   # decoding steps
 
-    def update(anchored) -> int:
-        flat_grad(model, roll, advantages, bf16=True, anchored=anchored)
+    def update(anchored, bf16=True) -> int:
+        flat_grad(model, roll, advantages, bf16=bf16, anchored=anchored)
         return 1
 
     variants = {"rollout, float32 head (ms per decoding step)": lambda: rollout(True),
                 "rollout, bf16 head (ms per decoding step)": lambda: rollout(False),
                 "update, anchored: train.py (ms)": lambda: update(True),
-                "update, textbook Eq. 10 (ms)": lambda: update(False)}
+                "update, textbook Eq. 10 (ms)": lambda: update(False),
+                "update in float32 (CPU training), anchored (ms)": lambda: update(True, bf16=False),
+                "update in float32 (CPU training), textbook (ms)": lambda: update(False, bf16=False)}
     for run in variants.values():  # warm-up
         run()
     ms = {name: [] for name in variants}
@@ -155,7 +157,7 @@ def time_table(model, tok, prompt, args) -> str:
             per = run()
             ms[name].append(1000 * (time.perf_counter() - t0) / per)
     model.fp32_logits = True
-    lines = [f"| bf16 autocast, fuzzy, {args.samples} rows, CoT ≤ {args.max_cot_tokens} | median of {args.rounds} | min–max |",
+    lines = [f"| fuzzy, {args.samples} rows, CoT ≤ {args.max_cot_tokens}, bf16 autocast unless said | median of {args.rounds} | min–max |",
              "|---|---|---|"]
     for name, t in ms.items():
         lines.append(f"| {name} | {statistics.median(t):.1f} | {min(t):.1f}–{max(t):.1f} |")
