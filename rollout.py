@@ -335,7 +335,7 @@ def teacher_forced_logits(model, r: Rollout) -> torch.Tensor:
     """(N, S, V) float32 logits that predicted each recorded step: one forward over [prompt; steps] (§4)."""
     core = getattr(model, "module", model)                           # unwrap DistributedDataParallel
     E = core.embed_tokens.weight
-    P, S = r.prompt_ids.shape[1], r.tokens.shape[1]
+    S = r.tokens.shape[1]
     step_embeds = E[r.tokens]                                        # (N, S, d)
     if r.mode != "hard":
         step_embeds = torch.where((r.step_kinds == STEP_COT)[..., None], r.cot_embeds.to(E.dtype), step_embeds)

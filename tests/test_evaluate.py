@@ -20,9 +20,9 @@ from data import pass_at_k
 from model import ModelConfig, Transformer, save_model
 from rollout import STEP_ANSWER, STEP_COT, STEP_PAD, STEP_PREFILL, Rollout
 from tokenizer import byte_level_chars
+from toy import SPECIALS, write_byte_level_tokenizer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 # Only the characters of the stop text, the prefills and digits (~30 tokens): the encoder drops every other
 # prompt character, and the prefills still read exactly as in rollout.py.
 CHARS = sorted(set("The final answer is: \\boxed{}0123456789"))
@@ -37,19 +37,7 @@ def write_tiny_folder(folder):
     byte_char = byte_level_chars()
     vocab = {t: i for i, t in enumerate(SPECIALS)}
     vocab.update({byte_char[ord(c)]: len(SPECIALS) + i for i, c in enumerate(CHARS)})
-    added = [{"id": i, "content": t, "single_word": False, "lstrip": False, "rstrip": False,
-              "normalized": False, "special": True} for i, t in enumerate(SPECIALS)]
-    tok_json = {"version": "1.0", "added_tokens": added, "normalizer": None,
-                "pre_tokenizer": {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": True},
-                "post_processor": None, "decoder": {"type": "ByteLevel"},
-                "model": {"type": "BPE", "dropout": None, "unk_token": None, "continuing_subword_prefix": None,
-                          "end_of_word_suffix": None, "fuse_unk": False, "byte_fallback": False,
-                          "vocab": vocab, "merges": []}}
-    os.makedirs(folder, exist_ok=True)
-    with open(os.path.join(folder, "tokenizer.json"), "w") as f:
-        json.dump(tok_json, f)
-    with open(os.path.join(folder, "tokenizer_config.json"), "w") as f:
-        json.dump({"eos_token": "<|im_end|>", "pad_token": "<|endoftext|>", "chat_template": "SmolLM"}, f)
+    write_byte_level_tokenizer(folder, vocab)
     # A random model, nudged so that after "{" it tends to say "3" or "5" and then "}": answers such as
     # \boxed{3} come out often, and whether they do depends on the (sampled) CoT before them.
     torch.manual_seed(1)

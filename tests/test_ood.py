@@ -15,8 +15,8 @@ import transformers
 import ood
 from model import ModelConfig, Transformer, save_model
 from tokenizer import byte_level_chars, load_tokenizer
+from toy import SPECIALS, write_byte_level_tokenizer
 
-SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")  # see conftest.py
@@ -28,18 +28,7 @@ def tiny(tmp_path_factory):
     folder = str(tmp_path_factory.mktemp("ood-model"))
     vocab = {t: i for i, t in enumerate(SPECIALS)}
     vocab.update({c: len(SPECIALS) + b for b, c in enumerate(byte_level_chars())})
-    added = [{"id": i, "content": t, "single_word": False, "lstrip": False, "rstrip": False,
-              "normalized": False, "special": True} for i, t in enumerate(SPECIALS)]
-    tok_json = {"version": "1.0", "added_tokens": added, "normalizer": None,
-                "pre_tokenizer": {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": True},
-                "post_processor": None, "decoder": {"type": "ByteLevel"},
-                "model": {"type": "BPE", "dropout": None, "unk_token": None, "continuing_subword_prefix": None,
-                          "end_of_word_suffix": None, "fuse_unk": False, "byte_fallback": False,
-                          "vocab": vocab, "merges": []}}
-    with open(os.path.join(folder, "tokenizer.json"), "w") as f:
-        json.dump(tok_json, f)
-    with open(os.path.join(folder, "tokenizer_config.json"), "w") as f:
-        json.dump({"eos_token": "<|im_end|>", "pad_token": "<|endoftext|>", "chat_template": "SmolLM"}, f)
+    write_byte_level_tokenizer(folder, vocab)
     torch.manual_seed(0)
     model = Transformer(ModelConfig(vocab_size=len(vocab), dim=32, n_layers=2, n_heads=4, n_kv_heads=2, head_dim=8,
                                     hidden_dim=64, tie_embeddings=False, max_seq_len=4096))

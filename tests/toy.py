@@ -1,5 +1,8 @@
 """Shared test helpers: a toy tokenizer and a tiny random model that rollout.py can drive (no downloads)."""
 
+import json
+import os
+
 import torch
 import torch.nn as nn
 
@@ -40,3 +43,24 @@ def tiny_model(seed=0, vocab=len(PIECES)):
 
 
 PROMPTS = [[9, 12, 10], [2, 3, 4, 5, 6, 7, 9], [18]]  # ragged
+
+
+SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]  # SmolLM2's special tokens, ids 0, 1, 2
+
+
+def write_byte_level_tokenizer(folder: str, vocab: dict[str, int]):
+    """tokenizer.json (byte-level BPE over `vocab`, no merges: one token per byte) and tokenizer_config.json with
+    SmolLM2's specials and chat template, as a Hugging Face folder has them."""
+    added = [{"id": i, "content": t, "single_word": False, "lstrip": False, "rstrip": False,
+              "normalized": False, "special": True} for i, t in enumerate(SPECIALS)]
+    tok_json = {"version": "1.0", "added_tokens": added, "normalizer": None,
+                "pre_tokenizer": {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": True},
+                "post_processor": None, "decoder": {"type": "ByteLevel"},
+                "model": {"type": "BPE", "dropout": None, "unk_token": None, "continuing_subword_prefix": None,
+                          "end_of_word_suffix": None, "fuse_unk": False, "byte_fallback": False,
+                          "vocab": vocab, "merges": []}}
+    os.makedirs(folder, exist_ok=True)
+    with open(os.path.join(folder, "tokenizer.json"), "w") as f:
+        json.dump(tok_json, f)
+    with open(os.path.join(folder, "tokenizer_config.json"), "w") as f:
+        json.dump({"eos_token": "<|im_end|>", "pad_token": "<|endoftext|>", "chat_template": "SmolLM"}, f)
