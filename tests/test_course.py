@@ -116,3 +116,13 @@ def test_make_refuses_a_used_folder_or_one_inside_the_repository(tmp_path):
 def test_grade_of_a_folder_without_graders_is_an_error(tmp_path):
     proc = subprocess.run([*CLI, "grade", str(tmp_path)], capture_output=True, text=True)
     assert proc.returncode == 2 and "graders missing" in proc.stderr
+
+
+@pytest.mark.slow
+def test_walkthrough_runs_top_to_bottom():
+    """course/walkthrough.py imports the real modules; with --tiny it runs in seconds, so it cannot rot."""
+    proc = subprocess.run([sys.executable, os.path.join(REPO, "course", "walkthrough.py"), "--tiny"], cwd=REPO,
+                          capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "torch.distributions" in proc.stdout and "advantages:" in proc.stdout and "gradient norm" in proc.stdout
+    assert "Warning" not in proc.stderr, proc.stderr
