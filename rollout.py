@@ -343,8 +343,11 @@ def teacher_forced_logits(model, r: Rollout) -> torch.Tensor:
     return model(embeds=embeds, pad_lens=r.pad_lens, last=S + 1)[:, :-1]  # position P+s-1 predicts step s
 
 
-def anchored_surrogate(logits: torch.Tensor, E: torch.Tensor, r: Rollout) -> torch.Tensor:
-    """(N, S) zero in value; its gradient is Eq. 10's, (h̃ − μ)/σ² · ∂μ/∂θ, taken where the action was drawn.
+def anchored_surrogate(logits, E, residual, top_ids, top_logits, tau: float) -> torch.Tensor:
+    """(K,) zero in value; its gradient is Eq. 10's, (h̃ − μ)/σ² · ∂μ/∂θ, taken where the action was drawn.
+
+    For K CoT steps: logits (K, V) teacher-forced; residual (K, d) = (h̃ − μ_gen)/σ², recorded; top_ids and
+    top_logits (K, JACOBIAN_TOP_K), the largest logits recorded while generating.
 
     The update is on-policy: in exact arithmetic the teacher-forced logits *are* those the rollout was drawn
     from. Under bf16 the one full forward here and the cached one-token forwards of `generate` round
@@ -353,23 +356,22 @@ def anchored_surrogate(logits: torch.Tensor, E: torch.Tensor, r: Rollout) -> tor
     τ = 1e-4 the softmax's Jacobian is zero except at near-ties, where it is ~1/τ, so which steps carry a
     huge gradient depends on the last bits of the logits. Both are removed by taking the gradient at the
     generation point: the residual is the recorded σε = h̃ − μ_gen, and the Jacobian of μ = softmax(l/τ) E
-    is taken at the recorded logits (the K largest; the rest, which carry no mass at τ = 1e-4, teacher-forced).
+    is taken at the recorded logits (the 64 largest; the rest, which carry no mass at τ = 1e-4, teacher-forced).
     Only ∂l_θ/∂θ and ∂E/∂θ come from this pass.
     """
     with torch.autocast(logits.device.type, enabled=False):
         E = E.float()                                                                 # (V, d)
-        at_generation = logits.detach().scatter(-1, r.cot_top_ids, r.cot_top_logits)  # (N, S, V)
-        p = F.softmax(at_generation / r.tau, dim=-1)                                  # (N, S, V)
-        residual = (r.cot_embeds - r.cot_means) / r.sigma_abs**2                     # (N, S, d) = ε/σ
+        at_generation = logits.detach().scatter(-1, top_ids, top_logits)             # (K, V)
+        p = F.softmax(at_generation / tau, dim=-1)                                    # (K, V)
         # through E: ∂μ/∂E_v = p_v, so the residual's gradient on row v is p_v (h̃ − μ)/σ²
-        through_E = (residual * (p @ E)).sum(-1)                                      # (N, S)
+        through_E = (residual * (p @ E)).sum(-1)                                      # (K,)
         # through the logits: ∂μ/∂l_v = p_v (E_v − μ)/τ. At τ = 1e-4 E_v − μ is ~e^(−gap/τ) for the argmax
         # row, far below float32's rounding of μ, and 1/τ would blow that rounding up to a noise larger than
         # the signal; so (h̃ − μ)·(E_v − μ)/σ² is formed from differences to the argmax row, which are exact.
-        s = residual @ E.detach().T                                                   # (N, S, V) (h̃−μ)·E_v/σ²
+        s = residual @ E.detach().T                                                   # (K, V) (h̃−μ)·E_v/σ²
         s_diff = s - s.gather(-1, at_generation.argmax(-1, keepdim=True))            # s_v − s_argmax
         coef = p * (s_diff - (p * s_diff).sum(-1, keepdim=True))                      # p_v (h̃−μ)·(E_v − μ)/σ²
-        through_logits = (coef * logits).sum(-1) / r.tau                              # (N, S)
+        through_logits = (coef * logits).sum(-1) / tau                                # (K,)
         surrogate = through_E + through_logits
     return surrogate - surrogate.detach()
 
@@ -379,24 +381,27 @@ def log_prob(model, rollout: Rollout, anchored: bool = True) -> torch.Tensor:
 
     At a CoT step the recorded noisy h̃_t is the (detached) action and μ_t = p_{t-1} E is recomputed from the
     parameters; at an answer step the token is the action. Prefill tokens are given, not sampled, and padding
-    never counts. `anchored=False` is the textbook form of Eq. 10; see below for why training anchors it.
+    never counts. `anchored=False` is the textbook form of Eq. 10; `anchored_surrogate` says why training
+    anchors it. Each term is computed on its own steps only: the (steps, V) tensors are the memory peak.
     """
     r = rollout
     if (r.mode != "hard" and r.sigma_abs == 0) or (r.mode == "hard" and r.tau == 0) or r.answer_tau == 0:
         raise ValueError("greedy rollouts (sigma = 0, tau = 0 or a greedy answer) have no log-probability")
     E = getattr(model, "module", model).embed_tokens.weight
     logits = teacher_forced_logits(model, r)                         # (N, S, V)
-    is_cot = r.step_kinds == STEP_COT
+    cot, answer = r.step_kinds == STEP_COT, r.step_kinds == STEP_ANSWER
+    terms = logits.new_zeros(cot.shape)                              # (N, S) log-prob of each step's action
 
     if r.mode == "hard":   # categorical log p_{t-1}(x_t) at the CoT temperature (§4)
-        cot_terms = F.log_softmax(logits / r.tau, -1).gather(-1, r.tokens[..., None])[..., 0]
-    else:                  # Eq. 10: log N(h̃_t; μ_t, σ²I), μ_t = p_{t-1} E
-        if not anchored:
-            cot_terms = gaussian_log_prob(r.cot_embeds, soft_mean(logits, E, r.tau), r.sigma_abs)
-        else:
-            cot_terms = gaussian_log_prob(r.cot_embeds, r.cot_means, r.sigma_abs) + anchored_surrogate(logits, E, r)
-    answer_terms = F.log_softmax(logits / r.answer_tau, -1).gather(-1, r.tokens[..., None])[..., 0]
-    return (torch.where(is_cot, cot_terms, 0.0) + torch.where(r.step_kinds == STEP_ANSWER, answer_terms, 0.0)).sum(1)
+        terms[cot] = F.log_softmax(logits[cot] / r.tau, -1).gather(-1, r.tokens[cot][:, None])[:, 0]
+    elif not anchored:     # Eq. 10: log N(h̃_t; μ_t, σ²I), μ_t = p_{t-1} E, as written
+        terms[cot] = gaussian_log_prob(r.cot_embeds[cot], soft_mean(logits[cot], E, r.tau), r.sigma_abs)
+    else:                  # Eq. 10's value at the generation point, and its gradient (anchored_surrogate)
+        residual = (r.cot_embeds[cot] - r.cot_means[cot]) / r.sigma_abs**2
+        terms[cot] = gaussian_log_prob(r.cot_embeds[cot], r.cot_means[cot], r.sigma_abs) + anchored_surrogate(
+            logits[cot], E, residual, r.cot_top_ids[cot], r.cot_top_logits[cot], r.tau)
+    terms[answer] = F.log_softmax(logits[answer] / r.answer_tau, -1).gather(-1, r.tokens[answer][:, None])[:, 0]
+    return terms.sum(1)
 
 
 if __name__ == "__main__":
