@@ -144,6 +144,21 @@ class KVCache(nn.Module):
         return self.k[:, :, :end], self.v[:, :, :end]
 
 
+class PrefixKV:
+    """One layer's keys and values of shared prompts in a training pass (Transformer.forward's `prefix`). The
+    prompt pass (start 0) records them; the continuation pass attends to [prompt; itself]. Nothing is written
+    in place, so autograd, and activation checkpointing's recomputation, see the same tensors."""
+
+    def __init__(self):
+        self.k = self.v = None
+
+    def update(self, start: int, k: torch.Tensor, v: torch.Tensor):
+        if start == 0:
+            self.k, self.v = k, v
+            return k, v
+        return torch.cat([self.k, k], 2), torch.cat([self.v, v], 2)
+
+
 class Attention(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
@@ -218,15 +233,49 @@ class Transformer(nn.Module):
             for _ in self.layers]
 
     def forward(self, tokens=None, embeds=None, start_pos: int = 0, pad_lens=None, use_cache: bool = False,
-                last: int | None = None):
+                last: int | None = None, prefix: tuple | None = None):
         """tokens (B, T) or embeds (B, T, d) -> logits (B, T, V) in float32.
 
         start_pos: the cache slot of the first input (all rows share slots; see the module docstring).
         pad_lens:  (B,) number of left-padding slots per row, or None for an unpadded batch.
         use_cache: read/write the caches made by `setup_cache` (incremental decoding).
         last:      compute logits for the last `last` positions only (saves a (B, T, V) tensor).
+        prefix:    (prompt_embeds (U, P, d), prompt_pad_lens (U,), rows (B,)) for a teacher-forced training pass:
+                   row b continues prompt rows[b]. Each of the U prompts goes through the blocks once and its
+                   keys/values (with their gradients) serve all its rows; the output then covers each row's
+                   whole sequence [prompt; inputs] (B, P + T, V), or its `last` positions. pad_lens is implied.
         """
         x = self.embed_tokens(tokens) if embeds is None else embeds.to(self.embed_tokens.weight.dtype)
+        T = x.shape[1]
+        caches = self.caches if use_cache else None
+        if prefix is not None:  # the prompts first, recording each layer's keys and values
+            prompt_embeds, prompt_pad_lens, rows = prefix
+            caches = [PrefixKV() for _ in self.layers]
+            prompt_x = self.blocks(prompt_embeds.to(x.dtype), 0, prompt_pad_lens, caches)   # (U, P, d)
+            for cache in caches:  # row b attends to its prompt's keys: the gradient sums over the G rows
+                cache.k, cache.v = cache.k[rows], cache.v[rows]
+            start_pos, pad_lens = prompt_x.shape[1], prompt_pad_lens[rows]
+        x = self.blocks(x, start_pos, pad_lens, caches)
+        if prefix is not None:  # [prompt; inputs] per row, keeping only the positions that get logits
+            keep = prompt_x.shape[1] if last is None else max(0, last - T)
+            x = torch.cat([prompt_x[rows][:, prompt_x.shape[1] - keep:], x], 1)
+            T = x.shape[1]
+        if last is not None:
+            x = x[:, T - last:]
+        x = self.norm(x)
+        # The head runs outside autocast: bf16 logits have 8 significant bits (steps of 0.125 around 20), so
+        # rounding alone would tie or flip the argmax that greedy decoding and fuzzy CoT (τ = 1e-4) follow.
+        # Measured with precision.py: greedy fuzzy CoTs under bf16 then leave the fp32 path only where fp32's
+        # top-2 margin is < 0.05 (with a bf16 head: at margins up to 0.97). With bf16 *weights* it stays bf16.
+        if self.fp32_logits:
+            with torch.autocast(x.device.type, enabled=False):
+                logits = self.lm_head(x.to(self.lm_head.weight.dtype))
+        else:
+            logits = self.lm_head(x)
+        return logits.to(torch.promote_types(logits.dtype, torch.float32))  # float32, or float64 for a float64 model
+
+    def blocks(self, x, start_pos: int, pad_lens, caches):
+        """The transformer blocks on hidden states x (B, T, d) at cache slots start_pos.., -> (B, T, d)."""
         B, T, _ = x.shape
         end = start_pos + T
         if pad_lens is None:
@@ -242,27 +291,15 @@ class Transformer(nn.Module):
         angles = positions[..., None].float() * self.inv_freq                  # (B, T, hd/2)
         angles = torch.cat((angles, angles), dim=-1)[:, None]                   # (B, 1, T, hd)
         cos, sin = angles.cos().to(x.dtype), angles.sin().to(x.dtype)
-        if not use_cache:
+        if caches is None:
             mask = mask[..., start_pos:]  # without a cache the keys are just this call's inputs
         for i, layer in enumerate(self.layers):
-            cache = self.caches[i] if use_cache else None
+            cache = None if caches is None else caches[i]
             if self.gradient_checkpointing and self.training:
                 x = torch.utils.checkpoint.checkpoint(layer, x, cos, sin, mask, cache, start_pos, use_reentrant=False)
             else:
                 x = layer(x, cos, sin, mask, cache, start_pos)
-        if last is not None:
-            x = x[:, T - last:]
-        x = self.norm(x)
-        # The head runs outside autocast: bf16 logits have 8 significant bits (steps of 0.125 around 20), so
-        # rounding alone would tie or flip the argmax that greedy decoding and fuzzy CoT (τ = 1e-4) follow.
-        # Measured with precision.py: greedy fuzzy CoTs under bf16 then leave the fp32 path only where fp32's
-        # top-2 margin is < 0.05 (with a bf16 head: at margins up to 0.97). With bf16 *weights* it stays bf16.
-        if self.fp32_logits:
-            with torch.autocast(x.device.type, enabled=False):
-                logits = self.lm_head(x.to(self.lm_head.weight.dtype))
-        else:
-            logits = self.lm_head(x)
-        return logits.to(torch.promote_types(logits.dtype, torch.float32))  # float32, or float64 for a float64 model
+        return x
 
 
 # --------------------------------------------------------------------------- loading and saving

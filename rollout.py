@@ -332,15 +332,19 @@ def generate(model, tokenizer, prompts: list[list[int]], mode: str, samples_per_
 
 
 def teacher_forced_logits(model, r: Rollout) -> torch.Tensor:
-    """(N, S, V) float32 logits that predicted each recorded step: one forward over [prompt; steps] (§4)."""
+    """(N, S, V) float32 logits that predicted each recorded step: one forward over [prompt; steps] (§4).
+    The G samples of a prompt share it: the prompt goes through the model once per group, not once per row
+    (the prompt is most of the tokens on short CoTs), and its gradient collects every row's."""
     core = getattr(model, "module", model)                           # unwrap DistributedDataParallel
     E = core.embed_tokens.weight
     S = r.tokens.shape[1]
     step_embeds = E[r.tokens]                                        # (N, S, d)
     if r.mode != "hard":
         step_embeds = torch.where((r.step_kinds == STEP_COT)[..., None], r.cot_embeds.to(E.dtype), step_embeds)
-    embeds = torch.cat([E[r.prompt_ids], step_embeds], dim=1)        # (N, P + S, d)
-    return model(embeds=embeds, pad_lens=r.pad_lens, last=S + 1)[:, :-1]  # position P+s-1 predicts step s
+    prompt_ids, rows = torch.unique(r.prompt_ids, dim=0, return_inverse=True)   # (U, P) distinct prompts, (N,)
+    prompt_pad_lens = torch.zeros(len(prompt_ids), dtype=r.pad_lens.dtype, device=r.pad_lens.device)
+    prompt_pad_lens[rows] = r.pad_lens
+    return model(embeds=step_embeds, prefix=(E[prompt_ids], prompt_pad_lens, rows), last=S + 1)[:, :-1]
 
 
 def anchored_surrogate(logits, E, residual, top_ids, top_logits, tau: float) -> torch.Tensor:

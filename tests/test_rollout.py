@@ -9,6 +9,8 @@ import pytest
 import torch
 import torch.nn as nn
 
+import rollout
+
 from rollout import (STEP_ANSWER, STEP_COT, STEP_PREFILL, STOP_TEXT, StopMatcher, gaussian_log_prob,
                      generate, log_prob, noise_scale, soft_mean, teacher_forced_logits)
 from toy import PIECES, PROMPTS, ToyTokenizer, tiny_model
@@ -164,6 +166,44 @@ def test_log_prob_gradient_equals_naive_reimplementation(mode):
     for ours, reference in zip(model.parameters(), model64.parameters()):
         assert torch.allclose(ours.grad.double(), reference.grad, rtol=1e-3, atol=1e-4), (ours.grad - reference.grad).abs().max()
     assert any(p.grad.abs().sum() > 0 for p in model.parameters())
+
+
+def per_row_teacher_forced_logits(model, r):
+    """The update before prompts were shared: every row re-encodes its own [prompt; steps]."""
+    E, S = model.embed_tokens.weight, r.tokens.shape[1]
+    step_embeds = E[r.tokens]
+    if r.mode != "hard":
+        step_embeds = torch.where((r.step_kinds == STEP_COT)[..., None], r.cot_embeds, step_embeds)
+    return model(embeds=torch.cat([E[r.prompt_ids], step_embeds], 1), pad_lens=r.pad_lens, last=S + 1)[:, :-1]
+
+
+@pytest.mark.parametrize("mode,checkpointing", [("hard", False), ("soft", False), ("fuzzy", False), ("soft", True)])
+def test_shared_prompt_update_equals_per_row_update(mode, checkpointing, monkeypatch):
+    """One prompt pass per group, its keys/values shared by the G rows: same log-probs and gradients as every
+    row re-encoding its prompt (ragged prompts, rows of one group split over two micro-batches)."""
+    model, tok = tiny_model(seed=4), ToyTokenizer()
+    model.gradient_checkpointing = checkpointing
+    r = generate(model, tok, PROMPTS, mode, samples_per_prompt=4, max_cot_tokens=6, max_answer_tokens=4, seed=3)
+    weights = torch.randn(12)
+    model.train()
+
+    def gradients(micro_batches):
+        model.zero_grad()
+        for rows in micro_batches:
+            (weights[rows] * log_prob(model, r.select(rows))).sum().backward()
+        return [p.grad.clone() for p in model.parameters()]
+
+    prompt_batches = []  # the batch size of every prompt pass: one row per distinct prompt
+    hook = model.layers[0].register_forward_hook(lambda m, args, out: prompt_batches.append(args[0].shape))
+    shared = gradients([[0, 1, 2, 3, 4, 5], [6, 7, 8, 9, 10, 11]])
+    hook.remove()
+    P = r.prompt_ids.shape[1]  # micro-batch 1 holds prompts 0 and 1, micro-batch 2 prompts 1 and 2
+    assert [shape[0] for shape in prompt_batches if shape[1] == P][:2] == [2, 2]
+    monkeypatch.setattr(rollout, "teacher_forced_logits", per_row_teacher_forced_logits)
+    per_row = gradients([list(range(12))])
+    for ours, reference in zip(shared, per_row):
+        assert torch.allclose(ours, reference, atol=1e-5, rtol=1e-4), (ours - reference).abs().max()
+    assert any(g.abs().sum() > 0 for g in shared)
 
 
 # --------------------------------------------------------------------------- noise and sampling behaviour

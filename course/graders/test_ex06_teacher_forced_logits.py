@@ -1,7 +1,8 @@
 """Exercise 6 — §4: rollout.teacher_forced_logits, against a step-by-step loop on each row without padding.
 
 The model is a toy written here (not model.py, whose rotary embeddings are exercise 12): causal, blind to
-left padding, and it tells position t's input from the earlier ones, so an off-by-one shows."""
+left padding, and it tells position t's input from the earlier ones, so an off-by-one shows. It takes both
+calls a solution may make: the whole [prompt; steps] per row, or model.py's `prefix=` (prompts shared)."""
 
 from dataclasses import fields
 
@@ -22,8 +23,11 @@ class ToyCausalLM(nn.Module):
         self.embed_tokens = nn.Embedding(V, D)
         self.A, self.B = nn.Parameter(torch.randn(D, D)), nn.Parameter(torch.randn(D, D))
 
-    def forward(self, tokens=None, embeds=None, pad_lens=None, last=None, **unused):
+    def forward(self, tokens=None, embeds=None, pad_lens=None, last=None, prefix=None, **unused):
         x = self.embed_tokens(tokens) if embeds is None else embeds            # (N, T, d)
+        if prefix is not None:  # model.py's shared-prompt call: row n continues prompt rows[n]
+            prompt_embeds, prompt_pad_lens, rows = prefix
+            x, pad_lens = torch.cat([prompt_embeds[rows], x], 1), prompt_pad_lens[rows]
         N, T, _ = x.shape
         pad_lens = torch.zeros(N, dtype=torch.long) if pad_lens is None else pad_lens
         valid = (torch.arange(T)[None, :] >= pad_lens[:, None]).to(x.dtype)     # (N, T)
