@@ -3,6 +3,7 @@
     python train.py --mode fuzzy --sigma 0.33                                  # one process, CPU or one GPU
     torchrun --standalone --nproc_per_node 8 train.py --mode fuzzy --dataset gsm8k --model meta-llama/Llama-3.2-3B-Instruct
     python train.py --out-dir out --resume                                     # continue a stopped run
+    torchrun --nproc_per_node 8 train.py --fsdp --model meta-llama/Llama-3.1-8B-Instruct ...  # shard the model
 
 One step: pick B prompts -> roll out G samples each (no gradient) -> rewards (Eq. 11) -> RLOO advantages
 (Eq. 12) -> one teacher-forced log_prob forward with gradient, in micro-batches (Eq. 13-14) -> clip -> AdamW.
@@ -11,7 +12,8 @@ The step's B·G rows are split evenly over the ranks; every row's randomness is 
 the same prompts, noise and samples.
 
 OUT_DIR holds metrics.jsonl, samples.jsonl, last/ (model + train_state.pt: what --resume needs) and best/
-(a Hugging Face folder, written only when a validation beats the base model's step-0 score).
+(a Hugging Face folder, written only when a validation beats the base model's step-0 score). Under --fsdp,
+last/optimizer/ holds the AdamW state, sharded over the ranks (torch.distributed.checkpoint).
 """
 
 import argparse
@@ -27,16 +29,21 @@ import shutil
 import signal
 import sys
 import time
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 
 import torch
 import torch.distributed as dist
+import torch.distributed.checkpoint as dcp
+import torch.nn as nn
+from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model_state_dict, get_optimizer_state_dict,
+                                                     set_optimizer_state_dict)
+from torch.distributed.fsdp import FSDPModule, MixedPrecisionPolicy, fully_shard
 from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm import tqdm
 
 from data import DATASET_DEFAULTS, FALLBACK_DEFAULTS, build_prompt, load_dataset, reward
 from default_model import resolve_model
-from model import load_model, save_model
+from model import Transformer, load_model, save_model
 from rloo import rloo_advantages, rloo_loss
 from rollout import DEFAULT_TAU, generate, log_prob
 from tokenizer import load_tokenizer
@@ -80,11 +87,13 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--max-answer-tokens", type=int, default=32)
     ap.add_argument("--lr", type=finite_float,
                     help="peak learning rate (paper: 6e-6 Llama 3B, 3e-6 Llama 8B, 8e-6 Qwen 3B)")
-    ap.add_argument("--warmup-steps", type=int, default=20)
+    ap.add_argument("--warmup-steps", type=int, help="linear warm-up steps before the cosine decay (§5)")
     ap.add_argument("--weight-decay", type=finite_float, default=0.0)
     ap.add_argument("--grad-clip", type=finite_float, default=1.0, help="max gradient norm (> 0)")
     ap.add_argument("--micro-batch", type=int, default=8, help="rows per log_prob forward/backward")
     ap.add_argument("--activation-checkpointing", action="store_true")
+    ap.add_argument("--fsdp", action="store_true",
+                    help="shard weights, gradients and AdamW state over the ranks (FSDP2; under torchrun, >= 2 ranks)")
     ap.add_argument("--eval-every", type=int)
     ap.add_argument("--val-size", type=int)
     ap.add_argument("--save-every", type=int, default=0, help="also save last/ every N steps (0: off)")
@@ -212,11 +221,13 @@ def disk_full(error: Exception, folder: str) -> bool:
         return False
 
 
-def save_checkpoint(path: str, model, tokenizer_folder: str, state: dict | None = None):
+def save_checkpoint(path: str, model, tokenizer_folder: str, state: dict | None = None, clean: bool = True):
     """Hugging Face folder + tokenizer files (+ train_state.pt for last/), written atomically: built in a temporary
-    folder, then swapped in, so a crash or a full disk at any moment leaves the old or the new checkpoint whole."""
+    folder, then swapped in, so a crash or a full disk at any moment leaves the old or the new checkpoint whole.
+    clean=False keeps what the ranks already wrote into the temporary folder (under --fsdp: optimizer/)."""
     tmp, old = path + ".tmp", path + ".old"
-    shutil.rmtree(tmp, ignore_errors=True)
+    if clean:
+        shutil.rmtree(tmp, ignore_errors=True)
     try:
         save_model(model, tmp)
         for name in os.listdir(tokenizer_folder):
@@ -235,6 +246,7 @@ def save_checkpoint(path: str, model, tokenizer_folder: str, state: dict | None 
         raise SystemExit(f"no space left on device while saving a checkpoint in {folder}; {kept}. "
                          "Free some space, then continue with --resume.") from None
     if os.path.exists(path):
+        shutil.rmtree(old, ignore_errors=True)  # a crash while it was being deleted leaves it; path is whole
         os.replace(path, old)
     os.replace(tmp, path)
     shutil.rmtree(old, ignore_errors=True)
@@ -364,6 +376,122 @@ def init_distributed(world: int) -> str:
     return device
 
 
+# --------------------------------------------------------------------------- FSDP (--fsdp)
+# DDP keeps the fp32 weights, gradients and AdamW state on every rank: 16 bytes a parameter, 128 GB for an 8B
+# model, more than a GPU holds. FSDP2 (torch.distributed.fsdp.fully_shard) splits all three over the W ranks:
+# one unit per transformer block plus a root unit (embeddings, final norm, head). A unit's parameters are
+# all-gathered just before it computes and freed after; its gradients are reduce-scattered (averaged over the
+# ranks, as DDP does) after its backward, so each rank keeps and updates 1/W of everything.
+
+class RootUnit(nn.Module):
+    """FSDP's root unit: runs fn(model, ...) inside its forward.
+
+    rollout.py reads the embedding matrix E outside model.forward (the soft inputs p E, the teacher-forced
+    inputs, anchored_surrogate's gradient of Eq. 10). With the Transformer itself as the root unit, E would be
+    sharded there, and FSDP would reduce-scatter the root's gradients as soon as the backward reached
+    model.forward's input, before E's other gradients arrive: they would be lost (checked: E got no gradient).
+    Inside this unit's forward E is whole, and since fn's inputs need no gradient, FSDP reduce-scatters the
+    root's gradients after the whole backward."""
+
+    def __init__(self, model: Transformer):
+        super().__init__()
+        self.model = model
+
+    def forward(self, fn, *args, **kwargs):
+        return fn(self.model, *args, **kwargs)
+
+
+def shard(model: Transformer, device: str) -> RootUnit:
+    """fully_shard each transformer block, then the root unit (what is left: embeddings, final norm, head)."""
+    if "cuda" in device:
+        # Blocks: bf16 all-gathers and matrix products, gradients reduced in fp32 into fp32 master weights.
+        # cast_forward_inputs=False keeps the residual stream in fp32, as under DDP's autocast (which still runs
+        # and casts per op), so the blocks compute as they do under DDP, except that the RMSNorm gains are bf16.
+        block_policy = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32,
+                                            cast_forward_inputs=False)
+        # The root stays fp32: the head (tied to E in SmolLM2) and p E must be float32 (model.fp32_logits,
+        # rollout.anchored_surrogate); a bf16 param_dtype would make the head's weight bf16 without a word.
+        root_policy = MixedPrecisionPolicy(param_dtype=torch.float32, reduce_dtype=torch.float32,
+                                           cast_forward_inputs=False)
+    else:  # gloo on CPU: float32 throughout, as a CPU run without FSDP
+        block_policy = root_policy = MixedPrecisionPolicy()
+    for block in model.layers:
+        fully_shard(block, mp_policy=block_policy)
+    # the root's parameters stay gathered from its forward to the end of the backward, which needs them at once
+    root = fully_shard(RootUnit(model), mp_policy=root_policy, reshard_after_forward=False)
+    root(lambda model: None)  # FSDP makes the first unit that runs forward the root: this one, now
+    root.reshard()
+    return root
+
+
+@contextmanager
+def gathered(root: RootUnit):
+    """The whole model gathered for a rollout or a validation, freed after it.
+
+    FSDP's default would gather each block again at every decoding step, and that cannot work here: each rank
+    stops decoding when its own rows are done, and ranks have different numbers of validation problems, so
+    ranks would wait in different collectives. Gathered here, at the same point on every rank, the decoding
+    steps run no collective at all, and the model is all-gathered once per rollout instead of once per
+    decoding step (on 2 CPU ranks, the default model: 303 against 1017 ms per forward; README). Cost: the
+    whole model in the compute dtype while generating (bf16 on GPU: 2 bytes a parameter, 16 GB for 8B)."""
+    units = [m for m in root.modules() if isinstance(m, FSDPModule)]
+    for unit in units:
+        unit.unshard()
+    root.set_reshard_after_forward(False)
+    try:
+        yield
+    finally:
+        for unit in units:
+            unit.reshard()
+        root.set_reshard_after_forward(True)                   # back to training: blocks free after forward,
+        root.set_reshard_after_forward(False, recurse=False)   # the root keeps its parameters until backward
+
+
+def full_copy(model: Transformer) -> Transformer | None:
+    """The full weights gathered to rank 0's CPU, as a plain Transformer that save_model writes (None on the
+    other ranks). Every rank must call it: it all-gathers each unit."""
+    weights = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+    if dist.get_rank() != 0:
+        return None
+    with torch.device("meta"):  # no memory: load_state_dict(assign=True) takes the gathered tensors as they are
+        copy = Transformer(model.cfg)
+    copy.load_state_dict(weights, assign=True)
+    if model.cfg.tie_embeddings:
+        copy.lm_head.weight = copy.embed_tokens.weight
+    return copy
+
+
+def save_optimizer_shards(root: RootUnit, optimizer, folder: str):
+    """Every rank writes its shard of the AdamW state into folder (torch.distributed.checkpoint)."""
+    dcp.save({"optimizer": get_optimizer_state_dict(root, optimizer)}, checkpoint_id=folder)
+
+
+def load_optimizer_shards(root: RootUnit, optimizer, folder: str):
+    """Every rank reads its shard of the AdamW state. Call it before any gradient exists: the template that
+    get_optimizer_state_dict makes for the loaded values is the state of one AdamW step with lr 0 on zero
+    gradients, which it only takes on an optimizer without state and without gradients."""
+    state = {"optimizer": get_optimizer_state_dict(root, optimizer)}
+    dcp.load(state, checkpoint_id=folder)
+    set_optimizer_state_dict(root, optimizer, state["optimizer"])
+
+
+def check_fsdp(args, state: dict | None, world: int):
+    """--fsdp needs ranks; a run resumes the way it was saved: with or without FSDP, on as many ranks under FSDP."""
+    if args.fsdp and world < 2:
+        raise SystemExit("--fsdp shards the model over ranks: launch with torchrun --nproc_per_node N (N >= 2), or "
+                         "train one process without --fsdp")
+    if state is None:
+        return
+    saved_world = state["optimizer"].get("fsdp_world")  # only FSDP checkpoints have it
+    if (saved_world is not None) != args.fsdp:
+        how = "with --fsdp" if saved_world else "without --fsdp"
+        raise SystemExit(f"{args.out_dir}/last was saved by a run {how} (its AdamW state is "
+                         f"{'sharded over ranks' if saved_world else 'one file'}): resume it {how}")
+    if saved_world is not None and saved_world != world:
+        raise SystemExit(f"{args.out_dir}/last holds AdamW state sharded over {saved_world} ranks: resume with "
+                         f"torchrun --nproc_per_node {saved_world} (this launch has {world})")
+
+
 # --------------------------------------------------------------------------- the trainer
 
 class Trainer:
@@ -389,25 +517,31 @@ class Trainer:
         self.tok = load_tokenizer(self.base_folder)
         encode = lambda p: self.tok.encode_prompt(build_prompt(p.question, self.tok, args.prompt_format))
         self.train_prompts, self.val_prompts = [encode(p) for p in self.train_set], [encode(p) for p in self.val_set]
-        self.model = load_model(resume_from or self.base_folder, device=self.device, dtype=torch.float32)  # fp32 master
+        # fp32 master weights; under FSDP loaded on the CPU, and fully_shard moves each rank's shard to its device
+        self.model = load_model(resume_from or self.base_folder, device="cpu" if args.fsdp else self.device,
+                                dtype=torch.float32)
         self.model.gradient_checkpointing = args.activation_checkpointing
         self.autocast = torch.autocast("cuda", dtype=torch.bfloat16) if "cuda" in self.device else nullcontext()
+        self.root = shard(self.model, self.device) if args.fsdp else None
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
+        if state and args.fsdp and os.path.isdir(os.path.join(resume_from, "optimizer")):  # absent: no state yet
+            load_optimizer_shards(self.root, self.optimizer, os.path.join(resume_from, "optimizer"))
+        elif state and not args.fsdp:
+            self.optimizer.load_state_dict(state["optimizer"])
         for p in self.model.parameters():  # a step without signal is an AdamW step on a zero gradient, resumed or not
             p.grad = torch.zeros_like(p)
         # progress: everything about the run so far that is not weights; saved in last/train_state.pt
         self.step, self.progress = 0, {"base_val": None, "base_extraction": None, "best_val": None,
                                        "best_step": None, "collapse": None}
         if state:
-            self.optimizer.load_state_dict(state["optimizer"])
             self.step, self.progress = state["step"], state["progress"]
         # gradient_as_bucket_view: the gradients live in DDP's buckets instead of beside a flat copy (4 bytes a
         # parameter less: 12 GiB for a 3B model, see plan.py)
         self.ddp_model = DDP(self.model, device_ids=[self.device] if "cuda" in self.device else None,
-                             gradient_as_bucket_view=True) if self.world > 1 else self.model
+                             gradient_as_bucket_view=True) if self.world > 1 and not args.fsdp else self.model
         self.print0(f"mode={args.mode} tau={args.tau} sigma={args.sigma} model={args.model} dataset={args.dataset} "
                     f"({len(self.train_set)} train / {len(self.val_set)} val) B={B} G={G} steps={args.steps} "
-                    f"world={self.world} device={self.device} {threads}")
+                    f"world={self.world}{' (FSDP)' if args.fsdp else ''} device={self.device} {threads}")
         if state:
             self.print0(f"resumed from {resume_from} at step {self.step} (base model validation "
                         f"{self.progress['base_val']:.3f}, best so far {self.progress['best_val']:.3f})")
@@ -462,11 +596,13 @@ class Trainer:
                 if self.step % args.eval_every == 0 or self.step == args.steps:
                     row.update(self.evaluate())
                 stopping, save_due = self.sync_flags(stop)
-                if "val_accuracy" in row or save_due or stopping or \
-                        (args.save_every and self.step % args.save_every == 0):
-                    self.save_last()
+                save = "val_accuracy" in row or save_due or stopping or \
+                    (args.save_every and self.step % args.save_every == 0)
+                if save:
                     row["saved"] = [*row.get("saved", []), "last"]
                 self.log(row, problems, roll, my_rewards, bar)
+                if save:  # after the log: a crash between the two replays this step, rather than losing its line
+                    self.save_last()
             bar.close()
             if stopping and self.step < args.steps:
                 self.stop_now(stop.signum)
@@ -483,32 +619,47 @@ class Trainer:
         args, G = self.args, self.args.samples_per_prompt
         k = math.gcd(len(self.rows), G)
         self.model.eval()
-        with self.autocast:
-            return generate(self.model, self.tok, [self.train_prompts[problems[r // G]] for r in self.rows[::k]],
+        with self.autocast, self.whole_model():
+            return self.run(generate, self.tok, [self.train_prompts[problems[r // G]] for r in self.rows[::k]],
                             args.mode, samples_per_prompt=k, tau=args.tau, sigma=args.sigma,
                             max_cot_tokens=args.max_cot_tokens, max_answer_tokens=args.max_answer_tokens,
                             answer_tau=args.answer_tau,
                             seed=[row_seed(args.seed, self.step, problems[r // G], r % G) for r in self.rows])
 
+    def run(self, fn, *args, **kwargs):
+        """fn(model, *args, **kwargs): under FSDP inside the root unit's forward (RootUnit says why); the update's
+        log_prob goes through DDP, which averages the ranks' gradients; anything else gets the plain model."""
+        if self.root is not None:
+            return self.root(fn, *args, **kwargs)
+        return fn(self.ddp_model if fn is log_prob else self.model, *args, **kwargs)
+
+    def whole_model(self):
+        """Around generation: under FSDP the model is gathered once for all decoding steps (see gathered)."""
+        return gathered(self.root) if self.root is not None else nullcontext()
+
     def update(self, roll, advantages) -> dict:
         """REINFORCE on this rank's rows: only rows with a nonzero advantage carry gradient (Eq. 14). The losses of
-        the micro-batches add up to the step's loss; DDP averages the ranks' gradients."""
+        the micro-batches add up to the step's loss; DDP or FSDP averages the ranks' gradients."""
         args, n = self.args, len(self.rows)
         self.model.train()
         self.optimizer.zero_grad(set_to_none=False)
         active = advantages.nonzero()[:, 0].tolist()
         chunks = [active[i:i + args.micro_batch] for i in range(0, len(active), args.micro_batch)]
         n_chunks = torch.tensor(len(chunks), device=self.device)
-        if self.world > 1:  # every rank must run the same number of backward passes, or DDP hangs
+        if self.world > 1:  # every rank must run the same passes, or DDP / FSDP wait in a collective forever
             dist.all_reduce(n_chunks, op=dist.ReduceOp.MAX)
         loss = 0.0
         for i in range(int(n_chunks)):
             rows, weight = (chunks[i], 1.0) if i < len(chunks) else ([0], 0.0)  # a zero-weight pass if idle
-            sync = self.ddp_model.no_sync() if self.world > 1 and i < int(n_chunks) - 1 else nullcontext()
+            # DDP reduces the gradients once, after the last micro-batch. FSDP reduce-scatters after each: holding
+            # the whole model's unsharded gradients until the last one is what it is there to avoid.
+            sync = self.ddp_model.no_sync() if isinstance(self.ddp_model, DDP) and i < int(n_chunks) - 1 \
+                else nullcontext()
             with sync, self.autocast:
-                chunk_loss = rloo_loss(log_prob(self.ddp_model, roll.select(rows)), weight * advantages[rows], total=n)
+                chunk_loss = rloo_loss(self.run(log_prob, roll.select(rows)), weight * advantages[rows], total=n)
             chunk_loss.backward()
             loss += chunk_loss.item()
+        # under FSDP the gradients are sharded DTensors: the norms below are the whole model's, on every rank
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), args.grad_clip).item()
         out = {"loss": loss, "grad_norm": grad_norm, "grad_norm_clipped": math.nan,
                "loss_no_const": loss_without_constant(loss, advantages, roll.cot_lens, self.model.cfg.dim,
@@ -563,11 +714,11 @@ class Trainer:
         batch = VAL_BATCH["cuda" if "cuda" in self.device else "cpu"]
         counts = torch.zeros(2, dtype=torch.float64, device=self.device)  # correct, extracted
         with tqdm(total=len(mine), desc=label, unit="problem", disable=not self.master, leave=False,
-                  dynamic_ncols=True) as bar:
+                  dynamic_ncols=True) as bar, self.whole_model():
             for i in range(0, len(mine), batch):
                 idx = mine[i:i + batch]
                 with self.autocast:
-                    r = generate(self.model, self.tok, [self.val_prompts[j] for j in idx], args.mode,
+                    r = self.run(generate, self.tok, [self.val_prompts[j] for j in idx], args.mode,
                                  tau=0.0 if args.mode == "hard" else args.tau, sigma=0.0,
                                  max_cot_tokens=args.max_cot_tokens, max_answer_tokens=args.max_answer_tokens,
                                  answer_tau=0.0)
@@ -614,11 +765,26 @@ class Trainer:
     # --- checkpoints
     def save(self, name: str):
         """best/: the Hugging Face folder only. last/: the same plus train_state.pt (optimizer, step, arguments,
-        progress: plain tensors, numbers, strings, lists and dicts, so it loads with weights_only=True)."""
-        if self.master:
-            state = None if name == "best" else {"optimizer": self.optimizer.state_dict(), "step": self.step,
-                                                  "args": vars(self.args), "progress": self.progress}
-            save_checkpoint(os.path.join(self.args.out_dir, name), self.model, self.base_folder, state)
+        progress: plain tensors, numbers, strings, lists and dicts, so it loads with weights_only=True).
+        Under FSDP the weights are gathered to rank 0 and written the same way; last/'s AdamW state is written
+        by every rank, sharded, into last/optimizer/ (none before the first step makes one), and train_state.pt
+        records the number of ranks instead."""
+        path, state = os.path.join(self.args.out_dir, name), None
+        if name == "last":
+            state = {"step": self.step, "args": vars(self.args), "progress": self.progress,
+                     "optimizer": self.optimizer.state_dict() if self.root is None else {"fsdp_world": self.world}}
+        if self.root is None:  # one process or DDP: rank 0 holds the whole model and optimizer
+            if self.master:
+                save_checkpoint(path, self.model, self.base_folder, state)
+        else:  # FSDP: every rank takes part
+            model = full_copy(self.model)
+            if self.master:
+                shutil.rmtree(path + ".tmp", ignore_errors=True)
+            dist.barrier()  # the temporary folder is empty before any rank writes into it
+            if state and self.optimizer.state:
+                save_optimizer_shards(self.root, self.optimizer, os.path.join(path + ".tmp", "optimizer"))
+            if self.master:
+                save_checkpoint(path, model, self.base_folder, state, clean=False)
         if self.world > 1:
             dist.barrier()
 
@@ -699,6 +865,7 @@ def main(argv=None):
     first = build_parser().parse_args(argv)  # --out-dir and --resume tell where the stored arguments are
     resume_from, state = load_resume_state(first.out_dir) if first.resume else (None, None)
     args = get_args(argv, stored=state["args"] if state else None)
+    check_fsdp(args, state, int(os.environ.get("WORLD_SIZE", "1")))
     if state and state["step"] >= args.steps:
         raise SystemExit(f"the run in {args.out_dir} is already at step {state['step']} of --steps {args.steps}; "
                          "pass a larger --steps to train further")
