@@ -13,6 +13,10 @@ single file is the test split, or is split by question hash, 9 to 1, into train 
 - olympiadbench: math-ai/olympiadbench, test: the 675 English, text-only maths questions with final answers
   (OlympiadBench's OE_TO_maths_en_COMP, the set the paper uses); rows with images are dropped.
 - arithmetic: word problems generated here, no download (train 5,000 / validation 200 / test 500).
+- lab: the course labs' task (course/README.md), generated here: the 300 questions "What is a plus b?",
+  "What is (a+b) minus b?", "What is a times b?" for a, b in 1..10, split by question hash into train /
+  validation / test. The default model answers ~55 % of them greedily but ~5 % when it samples at τ = 1,
+  so RL has a signal from its first step and learns within minutes on a CPU.
 Hub files are downloaded once into the Hugging Face cache and read from there afterwards, offline too.
 """
 
@@ -49,14 +53,17 @@ HUB = {
 GSM8K_VALIDATION = 200  # held out from the end of GSM8K's train file for model selection (§5)
 VALIDATION_EVERY = 10  # a single --data-path file gives 1 in 10 of its problems to validation
 ARITHMETIC_SIZES = {"train": 5000, "validation": 200, "test": 500}
+LAB_SPLITS = ("test", "validation", "train", "train", "train")  # a lab question's split: LAB_SPLITS[hash % 5]
 
 # Per-dataset defaults. gsm8k: the paper's values (§3, §5). arithmetic: the offline default, sized so the
 # 135M default model shows steps, reward and a validation score on a 2-core CPU within minutes.
 DATASET_DEFAULTS = {
     "gsm8k": dict(steps=4000, samples_per_prompt=32, prompts_per_step=2, max_cot_tokens=128, lr=6e-6,
-                  eval_every=100, val_size=200, prompt_format="raw"),
+                  warmup_steps=20, eval_every=100, val_size=200, prompt_format="raw"),
     "arithmetic": dict(steps=60, samples_per_prompt=8, prompts_per_step=2, max_cot_tokens=48, lr=3e-5,
-                       eval_every=15, val_size=40, prompt_format="chat"),  # raw: ~0% for a 135M model
+                       warmup_steps=20, eval_every=15, val_size=40, prompt_format="chat"),  # raw: ~0% at 135M
+    "lab": dict(steps=20, samples_per_prompt=8, prompts_per_step=2, max_cot_tokens=8, lr=1e-4,
+                warmup_steps=3, eval_every=5, val_size=50, prompt_format="chat"),  # tuned: course/README.md
 }
 FALLBACK_DEFAULTS = dict(DATASET_DEFAULTS["gsm8k"], max_cot_tokens=512)  # MATH-style sets (§3)
 
@@ -69,8 +76,12 @@ def load_dataset(name: str, split: str, data_path: str | None = None, limit: int
             raise ValueError("the arithmetic task is generated in code; it takes no --data-path")
         problems = [p for p, _ in arithmetic_problems(split, seed=seed, difficulty=difficulty)]
         return problems[:limit]
+    if name == "lab":
+        if data_path is not None:
+            raise ValueError("the lab task is generated in code; it takes no --data-path")
+        return lab_problems(split)[:limit]
     if name not in HUB:
-        raise ValueError(f"unknown dataset {name!r}; choose from {sorted(HUB) + ['arithmetic']}")
+        raise ValueError(f"unknown dataset {name!r}; choose from {sorted(HUB) + ['arithmetic', 'lab']}")
     repo, files = HUB[name]
     carve = name == "gsm8k" and split in ("train", "validation")  # both come from GSM8K's train file
     file_split = "train" if carve else split
@@ -257,6 +268,21 @@ def arithmetic_problems(split: str, seed: int = 0, difficulty: int = 1, n: int |
     if len(out) < n:
         raise ValueError(f"could only make {len(out)} distinct {split} problems at difficulty {difficulty}")
     return out
+
+
+def lab_problems(split: str) -> list[Problem]:
+    """The lab task's `split`: one operation on 1..10 in words, in a fixed shuffled order (operations mixed), e.g.
+    Problem("What is 7 plus 5?", "12"), Problem("What is 12 minus 5?", "7"), Problem("What is 7 times 5?", "35").
+    In words, not symbols: Math-Verify reads a boxed "7 * 5" as 35, so a model that copies a symbolic question
+    into the box scores 100 without computing anything (tried: validation went 0.38 -> 1.00 in 10 steps that way)."""
+    if split not in LAB_SPLITS:
+        raise ValueError(f"lab has splits {sorted(set(LAB_SPLITS))}, not {split!r}")
+    problems = [p for a in range(1, 11) for b in range(1, 11)
+                for p in (Problem(f"What is {a} plus {b}?", str(a + b)), Problem(f"What is {a + b} minus {b}?", str(a)),
+                          Problem(f"What is {a} times {b}?", str(a * b)))]
+    problems = [p for p in problems if LAB_SPLITS[_hash_bucket(p.question, len(LAB_SPLITS))] == split]
+    random.Random(f"lab/{split}").shuffle(problems)
+    return problems
 
 
 # -----------------------------------------------------------------------------

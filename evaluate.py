@@ -59,9 +59,9 @@ SAME_RESULTS = ("model_folder", "n_samples", "max_cot_tokens", "max_answer_token
 
 def dataset_defaults(dataset: str) -> dict:
     """The evaluation defaults of a dataset: the paper's for its datasets, train.py's CPU-sized ones for
-    `arithmetic` (evaluated at its training budget), e.g. {"max_cot_tokens": 48, "prompt_format": "chat", ...}."""
+    `arithmetic` and `lab` (evaluated at their training budget), e.g. {"max_cot_tokens": 48, "prompt_format": "chat", ...}."""
     train = DATASET_DEFAULTS.get(dataset, FALLBACK_DEFAULTS)
-    cot = train["max_cot_tokens"] if dataset == "arithmetic" else PAPER_EVAL_COT_TOKENS
+    cot = train["max_cot_tokens"] if dataset in ("arithmetic", "lab") else PAPER_EVAL_COT_TOKENS
     return {"max_cot_tokens": cot, "prompt_format": train["prompt_format"], "n_samples": train["samples_per_prompt"]}
 
 
@@ -77,7 +77,7 @@ def default_output(model: str, dataset: str, split: str) -> str:
 def get_args(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="smollm2-135m-instruct", help="checkpoint folder, Hub id or the default")
-    ap.add_argument("--dataset", default="gsm8k", help="gsm8k | math500 | olympiadbench | arithmetic")
+    ap.add_argument("--dataset", default="gsm8k", help="gsm8k | math500 | olympiadbench | arithmetic | lab")
     ap.add_argument("--split", default="test")
     ap.add_argument("--data-path", default=None, help="local JSONL/parquet file or folder instead of the Hub")
     ap.add_argument("--settings", default=",".join(SETTINGS), help="comma-separated, from: " + ", ".join(SETTINGS))

@@ -415,7 +415,7 @@ def test_bad_files_give_clear_errors(tmp_path, content, message):
 
 def test_bad_names_and_paths(tmp_path):
     with pytest.raises(ValueError, match=r"unknown dataset 'gsm9k'; choose from \['gsm8k', 'math500', "
-                                         r"'olympiadbench', 'arithmetic'\]"):
+                                         r"'olympiadbench', 'arithmetic', 'lab'\]"):
         load_dataset("gsm9k", "test")
     write_jsonl(tmp_path / "test.jsonl", GSM8K_ROWS)  # a folder with a test split only
     with pytest.raises(FileNotFoundError, match=r"holds neither validation\.jsonl nor validation\.parquet "
@@ -486,3 +486,20 @@ def test_chat_prompt():
         build_prompt("q", fmt="chat")
     with pytest.raises(ValueError, match="unknown prompt format"):
         build_prompt("q", FakeTokenizer(), fmt="llama")
+
+
+def test_lab_task_splits_are_disjoint_and_answers_right():
+    splits = {split: load_dataset("lab", split) for split in ("train", "validation", "test")}
+    questions = [p.question for problems in splits.values() for p in problems]
+    assert len(questions) == len(set(questions)) == 300  # every question once, in exactly one split
+    assert all(len(problems) >= 50 for problems in splits.values())
+    ops = {"plus": lambda a, b: a + b, "minus": lambda a, b: a - b, "times": lambda a, b: a * b}
+    for p in (p for problems in splits.values() for p in problems):
+        _, _, a, op, b = p.question.rstrip("?").split()
+        assert str(ops[op](int(a), int(b))) == p.answer, p
+        assert not any(c in p.question for c in "+-*"), p  # words only: a boxed copy of the question scores 10
+    assert load_dataset("lab", "validation", limit=5) == splits["validation"][:5]
+    with pytest.raises(ValueError, match="lab task is generated in code"):
+        load_dataset("lab", "train", data_path="x.jsonl")
+    with pytest.raises(ValueError, match="lab has splits"):
+        load_dataset("lab", "dev")
