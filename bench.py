@@ -51,7 +51,10 @@ parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else
 parser.add_argument("--json", help="also write every number to this file")
 parser.add_argument("--skip-train-step", action="store_true")
 parser.add_argument("--train-shape", default="llama-3.2-3b")
-parser.add_argument("--train-samples", type=int, default=32, help="samples of the one prompt of the training step")
+parser.add_argument("--train-prompts", type=int, default=1, help="prompts of the training step (train.py's B)")
+parser.add_argument("--train-samples", type=int, default=32, help="samples per prompt of the training step (G)")
+parser.add_argument("--no-activation-checkpointing", action="store_true",
+                    help="the training step without activation checkpointing (train.py's default)")
 parser.add_argument("--train-cot", type=int, default=128, help="CoT steps of the training step")
 parser.add_argument("--micro-batch", type=int, default=8, help="rows per log-prob forward/backward")
 
@@ -82,6 +85,9 @@ def parse_args(argv=None) -> argparse.Namespace:
         raise ValueError(f"--threads must be at least 1, got {args.threads}")
     if args.repeats < 1:
         raise ValueError(f"--repeats must be at least 1, got {args.repeats}")
+    if args.train_prompts < 1 or args.train_samples < 2:
+        raise ValueError(f"need --train-prompts >= 1 and --train-samples >= 2 (RLOO), got {args.train_prompts} and "
+                         f"{args.train_samples}")
     return args
 
 
@@ -240,28 +246,29 @@ def bench_rollouts(shape: str, args, device, dtype, modes: list[str], with_hf: b
 # --------------------------------------------------------------------------- one RLOO training step
 
 def bench_train_step(shape: str, args, device) -> dict:
-    """1 prompt × G samples, fuzzy CoT, as train.py does it: float32 master weights, bf16 autocast on GPU,
-    activation checkpointing, micro-batched log-prob forward + backward, gradient clipping and AdamW."""
-    cfg, G = SHAPES[shape], args.train_samples
+    """B prompts × G samples, fuzzy CoT, as train.py does it: float32 master weights, bf16 autocast on GPU,
+    activation checkpointing (unless --no-activation-checkpointing), micro-batched log-prob forward + backward,
+    gradient clipping and AdamW."""
+    cfg, B, G = SHAPES[shape], args.train_prompts, args.train_samples
     model, _ = build_models(cfg, device, torch.float32, with_transformers=False)
-    model.gradient_checkpointing = True
+    model.gradient_checkpointing = not args.no_activation_checkpointing
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-6)
     tok, matcher = SyntheticTokenizer(cfg.vocab_size), fixed_length_matcher(cfg.vocab_size, device)
-    prompt = torch.randint(0, cfg.vocab_size, (args.prompt_len,), generator=torch.Generator().manual_seed(0)).tolist()
+    prompts = torch.randint(0, cfg.vocab_size, (B, args.prompt_len), generator=torch.Generator().manual_seed(0)).tolist()
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if torch.device(device).type == "cuda" else nullcontext()
 
     def step() -> dict:
         times = {}
         model.eval()
         with clock(times, "rollout", device), autocast:
-            roll = generate(model, tok, [prompt], "fuzzy", samples_per_prompt=G, max_cot_tokens=args.train_cot,
+            roll = generate(model, tok, prompts, "fuzzy", samples_per_prompt=G, max_cot_tokens=args.train_cot,
                             max_answer_tokens=args.answer, matcher=matcher)
-        advantages = rloo_advantages(torch.rand(1, G, device=device)).flatten()  # random rewards: speed is the same
+        advantages = rloo_advantages(torch.rand(B, G, device=device)).flatten()  # random rewards: speed is the same
         model.train()
-        for i in range(0, G, args.micro_batch):
+        for i in range(0, B * G, args.micro_batch):
             with clock(times, "log-prob forward", device), autocast:
                 loss = rloo_loss(log_prob(model, roll.select(slice(i, i + args.micro_batch))),
-                                 advantages[i:i + args.micro_batch], total=G)
+                                 advantages[i:i + args.micro_batch], total=B * G)
             with clock(times, "backward", device):
                 loss.backward()
         with clock(times, "optimizer", device):
@@ -275,7 +282,8 @@ def bench_train_step(shape: str, args, device) -> dict:
     runs = [step() for _ in range(args.repeats)]  # [{part: seconds}]
     parts = {part: [run[part] for run in runs] for part in runs[0]}
     totals = [sum(run.values()) for run in runs]
-    return {"shape": shape, "samples": G, "cot": args.train_cot, "answer": args.answer,
+    return {"shape": shape, "prompts": B, "samples": G, "cot": args.train_cot, "answer": args.answer,
+            "activation_checkpointing": model.gradient_checkpointing,
             "micro_batch": args.micro_batch, "repeats": args.repeats,
             "seconds": {part: statistics.median(s) for part, s in parts.items()}, "seconds_all": parts,
             "total_s": statistics.median(totals), "total_s_all": totals, "peak_gib": peak_gib(device)}
@@ -323,8 +331,9 @@ def main(argv=None):
     train = None
     if not args.skip_train_step:
         train = bench_train_step(args.train_shape, args, device)
-        print(f"\nRLOO step: {train['shape']}, 1 prompt x {train['samples']} samples, fuzzy, CoT {train['cot']} "
-              f"+ answer {train['answer']}, micro-batch {train['micro_batch']}, activation checkpointing, fp32 weights"
+        print(f"\nRLOO step: {train['shape']}, {train['prompts']} prompt(s) x {train['samples']} samples, fuzzy, CoT "
+              f"{train['cot']} + answer {train['answer']}, micro-batch {train['micro_batch']}, activation checkpointing "
+              f"{'on' if train['activation_checkpointing'] else 'off'}, fp32 weights"
               + (" + bf16 autocast" if device.type == "cuda" else ""))
         parts = sum(train["seconds"].values())  # medians of the parts need not add up to the median total
         print_table(["part", "seconds", "seconds min–max", "share"],

@@ -1,6 +1,6 @@
 """Replicate the paper's tables and figures: train every (mode, seed), evaluate, write a report (docs/paper.md §7-§8).
 
-    python replicate.py --preset cpu                                    # offline default model, arithmetic, CPU
+    python replicate.py --preset cpu --jobs 2                           # offline default model, lab task, 2-core CPU
     python replicate.py --preset paper --nproc-per-node 8               # GSM8K, Llama 3.2 3B, one 8-GPU node
     python replicate.py --preset cpu --modes fuzzy --seeds 0 --train-args "--steps 10" --ood-limit 20
 
@@ -21,6 +21,7 @@ the scripts' own parsers before anything runs.
 """
 
 import argparse
+import concurrent.futures
 import contextlib
 import io
 import json
@@ -43,12 +44,12 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 MODES = ("hard", "soft", "fuzzy")
 # Hyperparameters of the two presets; --train-args / --eval-args / --ood-args / --ood-limit win over them.
 PRESETS = {
-    # A 2-core CPU: the offline default model (SmolLM2-135M) on the generated arithmetic task (data.py's CPU-sized
-    # defaults: 2 prompts x 8 samples, CoT 48, lr 3e-5, chat prompt), 30 steps; 50 test problems, 8 samples.
-    "cpu": {"train": "--model smollm2-135m-instruct --dataset arithmetic --steps 30 --warmup-steps 5 "
-                     "--eval-every 10 --val-size 40 --sigma 0.33",
-            "eval": "--limit 50 --n-samples 8",
-            "ood_limit": 60, "nproc_per_node": 1},
+    # A 2-core CPU: the offline default model (SmolLM2-135M) on the course's lab task (data.py's `lab` defaults:
+    # 4 prompts x 8 samples, CoT 8, lr 1e-4, 20 steps, validation every 5); 50 test problems, 4 samples each;
+    # 30 questions per OOD set.
+    "cpu": {"train": "--model smollm2-135m-instruct --dataset lab --sigma 0.33",
+            "eval": "--limit 50 --n-samples 4 --k 1,4",
+            "ood_limit": 30, "nproc_per_node": 1},
     # The paper's GSM8K setting (§5): Llama 3.2 3B, 2 prompts x 32 samples, CoT 128, 4,000 steps, lr 6e-6, raw
     # prompt; evaluation (§7) on all 1,319 GSM8K test problems, CoT 512, 32 samples; OOD on the full sets.
     "paper": {"train": "--model meta-llama/Llama-3.2-3B-Instruct --dataset gsm8k --steps 4000 --prompts-per-step 2 "
@@ -81,6 +82,9 @@ def get_args(argv=None):
     ap.add_argument("--ood-limit", type=int, default=None, help="questions per OOD set (default: the preset's, cpu "
                     "60, paper all; 0: all)")
     ap.add_argument("--no-ood", action="store_true", help="skip the out-of-domain evaluation")
+    ap.add_argument("--jobs", type=int, default=1, help="commands run at once (default 1). On a CPU, 2 runs on 1 "
+                    "thread each finish sooner than 2 runs one after the other on 2 threads; each command then gets "
+                    "OMP_NUM_THREADS = cores / jobs unless OMP_NUM_THREADS is set")
     ap.add_argument("--nproc-per-node", type=int, default=None, help="GPUs per training run (torchrun when > 1; "
                     "default: the preset's, cpu 1, paper 8)")
     args = ap.parse_args(argv)
@@ -103,6 +107,8 @@ def get_args(argv=None):
         errors.append(f"--ood-limit must be >= 0, got {args.ood_limit}")
     if args.nproc_per_node < 1:
         errors.append(f"--nproc-per-node must be >= 1, got {args.nproc_per_node}")
+    if args.jobs < 1:
+        errors.append(f"--jobs must be >= 1, got {args.jobs}")
     if errors:
         ap.error("; ".join(errors))
     args.modes, args.seeds = [m for m in MODES if m in modes], seeds  # the paper's order
@@ -182,13 +188,13 @@ def ood_data_missing(ood_args) -> str | None:
 
 # --------------------------------------------------------------------------- running commands
 
-def run_command(cmd: list[str], log_path: str) -> int:
+def run_command(cmd: list[str], log_path: str, env: dict | None = None) -> int:
     """Run `cmd` with its output appended to `log_path`; its exit status. On Ctrl-C the child got the same
     signal (one process group): wait while it saves its work, then stop."""
     with open(log_path, "a") as log:
         log.write(f"$ {shlex.join(cmd)}\n")
         log.flush()
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=HERE)
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=HERE, env=env)
         try:
             return proc.wait()
         except KeyboardInterrupt:
@@ -196,13 +202,13 @@ def run_command(cmd: list[str], log_path: str) -> int:
             raise
 
 
-def execute(cmd: list[str], root: str, log_name: str):
+def execute(cmd: list[str], root: str, log_name: str, env: dict | None = None):
     """Print the command, run it, record it in ROOT/commands.jsonl; a failure stops replicate.py, naming the log."""
     log_path = os.path.join(root, "logs", log_name + ".log")
     print(f"$ {shlex.join(cmd)}\n  (log: {log_path})", flush=True)
     t0 = time.time()
     try:
-        rc = run_command(cmd, log_path)
+        rc = run_command(cmd, log_path, env)
     except KeyboardInterrupt:
         rc = 130
     with open(os.path.join(root, "commands.jsonl"), "a") as f:
@@ -216,6 +222,26 @@ def execute(cmd: list[str], root: str, log_name: str):
             tail = "".join(f.readlines()[-15:])
         raise SystemExit(f"replicate.py: this command failed (exit {rc}):\n  {shlex.join(cmd)}\n"
                          f"last lines of {log_path}:\n{tail}")
+
+
+def run_all(commands: list[tuple[list[str], str]], root: str, jobs: int):
+    """execute() each (command, log name), `jobs` at a time. A failure stops replicate.py once the commands
+    already running have finished (their work is kept)."""
+    env = None
+    if jobs > 1 and "OMP_NUM_THREADS" not in os.environ:  # share the cores instead of oversubscribing them
+        env = {**os.environ, "OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // jobs))}
+    with concurrent.futures.ThreadPoolExecutor(max_workers=jobs) as pool:
+        futures = [pool.submit(execute, cmd, root, log_name, env) for cmd, log_name in commands]
+        try:
+            concurrent.futures.wait(futures, return_when=concurrent.futures.FIRST_EXCEPTION)
+        except KeyboardInterrupt:  # the running commands got Ctrl-C too: they save their work and stop
+            pool.shutdown(cancel_futures=True)
+            raise SystemExit("interrupted; what finished is kept: run the same replicate.py command again to "
+                             "continue") from None
+        pool.shutdown(cancel_futures=True)  # after a failure start nothing new; let the running ones finish
+    for f in futures:
+        if not f.cancelled() and f.exception() is not None:
+            raise f.exception()
 
 
 def script(name: str, nproc: int = 1) -> list[str]:
@@ -307,6 +333,7 @@ def main(argv=None):
     for folder in ("runs", "eval", "ood", "logs", "figures"):
         os.makedirs(os.path.join(root, folder), exist_ok=True)
 
+    commands = []
     for run in plan["runs"]:  # training (§4-§5)
         status = train_status(run["out_dir"], run["train"])
         if status == "done":
@@ -316,7 +343,9 @@ def main(argv=None):
         if status == "start" and any(os.path.exists(os.path.join(run["out_dir"], f)) for f in train.RUN_FILES):
             print(f"{run['name']}: {run['out_dir']} holds a run stopped before its first checkpoint: starting over")
             flag = ["--overwrite"]
-        execute([*script("train.py", args.nproc_per_node), *run["train_argv"], *flag], root, "train_" + run["name"])
+        commands.append(([*script("train.py", args.nproc_per_node), *run["train_argv"], *flag], "train_" + run["name"]))
+    run_all(commands, root, args.jobs)
+    for run in plan["runs"]:
         if train_status(run["out_dir"], run["train"]) != "done":
             raise SystemExit(f"replicate.py: train.py exited 0 but {run['out_dir']} is not at step "
                              f"{run['train'].steps}; see {os.path.join(root, 'logs', 'train_' + run['name'] + '.log')}")
@@ -329,6 +358,7 @@ def main(argv=None):
         if run["selected"] != "base":
             models.append((run["name"], best))
 
+    commands = []
     for name, model in models:  # the six settings (§7)
         eval_argv = plan["eval_argv"](model, name)
         parsed = evaluate.get_args(eval_argv)
@@ -336,16 +366,17 @@ def main(argv=None):
             print(f"evaluation of {name}: complete, skipped ({eval_argv[-1]})")
         else:  # evaluate.py adds the settings left to do, or recomputes pass@k for other --k
             check_same_generations(eval_argv[-1], parsed)
-            execute([*script("evaluate.py"), *eval_argv], root, "eval_" + name)
+            commands.append(([*script("evaluate.py"), *eval_argv], "eval_" + name))
     if plan["ood_note"] is None:  # out of domain (Table 2)
         for name, model in models:
             ood_argv = plan["ood_argv"](model, name)
             if ood_complete(ood_argv[-1], ood.get_args(ood_argv)):
                 print(f"OOD evaluation of {name}: complete, skipped ({ood_argv[-1]})")
             else:
-                execute([*script("ood.py"), *ood_argv], root, "ood_" + name)
+                commands.append(([*script("ood.py"), *ood_argv], "ood_" + name))
     else:
         print(f"out-of-domain evaluation {plan['ood_note']}")
+    run_all(commands, root, args.jobs)
 
     figures = draw_figures(args, plan)
     path = os.path.join(root, "report.md")

@@ -6,6 +6,8 @@ import math
 import os
 import shlex
 import shutil
+import threading
+import time
 
 import pytest
 import torch
@@ -47,7 +49,7 @@ def test_real_scripts_end_to_end_then_a_restart_runs_nothing(answering_model, tm
     assert ("| base model | " in text.split("Table 2 shape")[1]) if with_ood else "not run (--no-ood)" in text
     assert os.path.exists(tmp_path / "figures" / "training_curves.png")
 
-    def no_command(cmd, log):
+    def no_command(cmd, log, env=None):
         raise AssertionError(f"a restart ran {cmd}")
     monkeypatch.setattr(replicate, "run_command", no_command)
     replicate.main(argv)
@@ -75,7 +77,7 @@ class FakeScripts:
     def __init__(self, stop_at=None):
         self.commands, self.stop_at = [], dict(stop_at or {})
 
-    def __call__(self, cmd, log_path):
+    def __call__(self, cmd, log_path, env=None):
         self.commands.append(cmd)
         at = next(i for i, part in enumerate(cmd) if part.endswith(".py"))  # after python or torchrun's flags
         return getattr(self, os.path.basename(cmd[at])[:-3])(cmd[at + 1:])
@@ -156,7 +158,7 @@ def test_report_tables_are_mean_and_std_over_seeds(tmp_path, monkeypatch, ood_da
     # hard-greedy pass@1 (setting 0): hard 20, 30; fuzzy 40 and the base model's 10
     assert rows["hard training"][0] == f"25.0 ± {sd(20, 30):.1f}" == "25.0 ± 7.1"
     assert rows["fuzzy training"][0] == f"25.0 ± {sd(40, 10):.1f}"
-    assert rows["base model"] == ["10.0", "11.0", "20.0", "—"]  # hard-sample pass@1 = v + 1, pass@8 = v + 10
+    assert rows["base model"] == ["10.0", "11.0", "20.0", "—"]  # hard-sample pass@1 = v + 1, pass@4 = v + 10
     assert rows["hard training"][3] == "2" and rows["fuzzy training"][3] == "2 (1 = base model)"  # seeds
     table2 = text.split("## Table 2")[1]
     hard = next(line for line in table2.splitlines() if line.startswith("| hard training"))
@@ -174,7 +176,7 @@ def test_report_tables_are_mean_and_std_over_seeds(tmp_path, monkeypatch, ood_da
     monkeypatch.setattr(replicate, "run_command", again)
     replicate.main(fake_argv(tmp_path, ood_data))
     assert again.commands == []
-    replicate.main(fake_argv(tmp_path, ood_data, "--eval-args", "--k 1,4,8"))  # evaluate.py recomputes pass@k
+    replicate.main(fake_argv(tmp_path, ood_data, "--eval-args", "--k 1,2,4"))  # evaluate.py recomputes pass@k
     assert [os.path.basename(c[1]) for c in again.commands] == ["evaluate.py"] * 4
     with pytest.raises(SystemExit, match=r"base.json holds an evaluation made with other flags \(--limit 50 there, 7"):
         replicate.main(fake_argv(tmp_path, ood_data, "--eval-args", "--limit 7"))  # other problems: refused
@@ -197,8 +199,8 @@ def test_an_interrupted_run_is_resumed_and_a_run_without_checkpoint_restarted(tm
     assert len(trains) == 1 and "--resume" in trains[0] and flag(trains[0], "--out-dir").endswith("fuzzy-s0")
     assert "hard-s0: finished, skipped" in capsys.readouterr().out  # last/ at step 3, summary line lost
 
-    with pytest.raises(SystemExit, match=r"hard-s0 holds a run made with other flags \(--lr 3e-05 there, 0.0001 now"):
-        replicate.main([*argv, "--train-args", "--steps 3 --lr 1e-4"])  # would report those runs as this one's
+    with pytest.raises(SystemExit, match=r"hard-s0 holds a run made with other flags \(--lr 0.0001 there, 0.0003 now"):
+        replicate.main([*argv, "--train-args", "--steps 3 --lr 3e-4"])  # would report those runs as this one's
 
     shutil.rmtree(run_dir / "last")  # stopped before its first checkpoint: metrics.jsonl only
     fake.commands.clear()
@@ -215,6 +217,40 @@ def test_several_gpus_train_under_torchrun(tmp_path, monkeypatch):
     launcher = fake.commands[0][:6]
     assert launcher[1:] == ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
     assert fake.commands[0][6].endswith("train.py") and fake.commands[1][1].endswith("evaluate.py")
+
+
+def test_jobs_run_commands_side_by_side_sharing_the_cores_and_stop_after_a_failure(tmp_path, monkeypatch):
+    monkeypatch.setattr(replicate, "draw_figures", lambda args, plan: [])
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(os, "cpu_count", lambda: 4)
+    fake, running, most, envs = FakeScripts(), [0], [0], []
+    lock = threading.Lock()
+
+    def slow_fake(cmd, log_path, env=None):
+        with lock:
+            running[0] += 1
+            most[0] = max(most[0], running[0])
+            envs.append(env)
+        time.sleep(0.2)
+        with lock:
+            running[0] -= 1
+            return fake(cmd, log_path)
+    monkeypatch.setattr(replicate, "run_command", slow_fake)
+    argv = ["--root", str(tmp_path), "--modes", "hard,soft,fuzzy", "--seeds", "0", "--train-args", "--steps 2",
+            "--no-ood", "--jobs", "2"]
+    replicate.main(argv)
+    assert most[0] == 2 and len(fake.commands) == 3 + 3  # three runs; base, hard-s0 and fuzzy-s0 evaluated
+    assert {env["OMP_NUM_THREADS"] for env in envs} == {"2"}
+
+    failed = FakeScripts()  # a failing command: the one beside it finishes, nothing new starts
+
+    def failing(cmd, log_path, env=None):
+        open(log_path, "a").write("Traceback: it broke\n")
+        return failed(cmd, log_path) or 1
+    monkeypatch.setattr(replicate, "run_command", failing)
+    with pytest.raises(SystemExit, match="this command failed"):
+        replicate.main(["--root", str(tmp_path / "again"), *argv[2:]])
+    assert [os.path.basename(c[1]) for c in failed.commands] == ["train.py"] * 2
 
 
 def test_missing_ood_data_is_a_note_in_the_report(tmp_path, monkeypatch):
@@ -237,14 +273,14 @@ def test_missing_ood_data_is_a_note_in_the_report(tmp_path, monkeypatch):
     (["--train-args", "--out x"], "--train-args may not set --out-dir"),
     (["--train-args", "--sigma 0"], "train.py refuses these flags: --sigma must be > 0"),
     (["--train-args=--no-such-flag"], "train.py refuses these flags: unrecognized arguments: --no-such-flag"),
-    (["--eval-args", "--k 1,99"], "evaluate.py refuses these flags: every --k must be in 1..8"),
+    (["--eval-args", "--k 1,99"], "evaluate.py refuses these flags: every --k must be in 1..4"),
     (["--eval-args", "--output x.json"], "--eval-args may not set --output"),
     (["--ood-args", "--sets arc"], "ood.py refuses these flags: unknown set 'arc'"),
     (["--ood-limit", "-2"], "--ood-limit must be >= 0"),
     (["--nproc-per-node", "0"], "--nproc-per-node must be >= 1"),
 ])
 def test_bad_flags_fail_before_any_command(argv, message, tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(replicate, "run_command", lambda cmd, log: pytest.fail(f"ran {cmd}"))
+    monkeypatch.setattr(replicate, "run_command", lambda cmd, log, env=None: pytest.fail(f"ran {cmd}"))
     with pytest.raises(SystemExit) as e:
         replicate.main(["--root", str(tmp_path), *argv])
     assert message in str(e.value) + capsys.readouterr().err
