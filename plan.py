@@ -14,12 +14,14 @@ P = prompt, S = CoT + prefill + answer steps, T = P + S; c = 2 bytes under bf16 
               16Ψ/W under FSDP (parameters, gradients and optimizer state sharded), plus
               DDP (W > 1): nothing more: train.py passes gradient_as_bucket_view=True, so the gradients are
                           views into the reducer's buckets rather than a second flat copy;
-              FSDP: the root unit (embeddings, final norm, untied head) gathered in c bytes for the whole forward
-                    and backward, two blocks gathered (the one computing and the one prefetched), and the
+              FSDP: the root unit (embeddings, final norm, untied head) gathered in fp32 (train.py keeps the
+                    root in fp32) for the whole forward and backward, two blocks gathered in c bytes (the one
+                    computing and the one prefetched), and the
                     unsharded fp32 gradients of the root and one block before their reduce-scatter;
               bf16 autocast under DDP: autocast's cached bf16 copy of every nn.Linear weight and bias (2 bytes each);
               on GPU: a 1 GiB reserve for the CUDA context and cuBLAS/NCCL workspaces (assumed, not measured).
-  rollout     (no gradient, rollout.generate) KV cache 2·layers·N·kv_heads·(P + S)·head_dim·c (model.setup_cache),
+  rollout     (no gradient, rollout.generate) under FSDP every block gathered in c bytes (train.py gathers the
+              whole model once per rollout); KV cache 2·layers·N·kv_heads·(P + S)·head_dim·c (model.setup_cache),
               the decode step's working set of 5 (N, V) float32 tensors (logits, log-softmax, its exp, and the two
               temporaries of the sampling race or of the tempered softmax) plus the stop matcher's (22, V) table,
               and the recorded trajectory (soft/fuzzy: h̃ and μ (N, S, d) float32, top-64 logits and ids).
@@ -37,7 +39,7 @@ P = prompt, S = CoT + prefill + answer steps, T = P + S; c = 2 bytes under bf16 
   optimizer   AdamW's temporaries: on GPU (foreach) one fp32 copy of the local parameters (√v); on CPU
               (per parameter) two copies of the largest one.
 Peak = always + max(rollout, update, optimizer). Not counted: the prompt prefill (one layer over B prompts at a
-time), allocator fragmentation, and under FSDP a full-model gather for generation (if chosen, add 2Ψ bytes).
+time) and allocator fragmentation.
 """
 
 import argparse
@@ -172,7 +174,7 @@ def plan(cfg: ModelConfig, a) -> dict:
               (f"fp32 gradients{sharded}", 4 * n["total"] / shard),
               (f"AdamW m and v, fp32{sharded}", 8 * n["total"] / shard)]
     if a.fsdp:
-        always.append(("FSDP gathered: root unit + 2 blocks (compute dtype)", c * (n["root"] + 2 * n["block"])))
+        always.append(("FSDP gathered: root unit (fp32) + 2 blocks (compute dtype)", 4 * n["root"] + c * 2 * n["block"]))
         always.append(("FSDP unsharded fp32 gradients: root unit + 1 block", 4 * (n["root"] + n["block"])))
     elif c < 4:
         always.append(("autocast's bf16 copies of the nn.Linear weights", 2 * n["linear"]))
@@ -184,6 +186,8 @@ def plan(cfg: ModelConfig, a) -> dict:
                (f"decode step: {DECODE_VOCAB_TENSORS} × ({N}, V={V}) fp32 + stop table",
                 DECODE_VOCAB_TENSORS * N * V * 4 + 22 * V * 8),  # StopMatcher: (21, V) table + (V,) braces, int64
                ("recorded trajectories", record)]
+    if a.fsdp:
+        rollout.insert(0, (f"FSDP: all {L} blocks gathered for generation (compute dtype)", c * L * n["block"]))
 
     if a.activation_checkpointing:
         layers = (f"layer inputs ({L} × {m} × {T} × d fp32) + 1 layer recomputed",

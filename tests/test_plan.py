@@ -122,7 +122,9 @@ def test_fsdp_divides_the_sharded_state_by_the_world():
         assert component(fsdp, "always", prefix) == per_param * n / 8
     assert not any(name.startswith("DDP") for name, _ in ddp["always"])  # gradient_as_bucket_view: no second copy
     assert fsdp["peak"] < ddp["peak"]
-    assert fsdp["update"] == ddp["update"] and fsdp["rollout"] == ddp["rollout"]  # per-rank work is the same
+    assert fsdp["update"] == ddp["update"] and fsdp["rollout"][1:] == ddp["rollout"]  # per-rank work is the same
+    blocks = plan.count_params(cfg)["block"] * cfg.n_layers  # plus, while generating, every block gathered in bf16
+    assert fsdp["rollout"][0] == ("FSDP: all 32 blocks gathered for generation (compute dtype)", 2 * blocks)
 
 
 def test_checkpointing_reduces_activations():
