@@ -227,6 +227,7 @@ def execute(cmd: list[str], root: str, log_name: str, env: dict | None = None):
 def run_all(commands: list[tuple[list[str], str]], root: str, jobs: int):
     """execute() each (command, log name), `jobs` at a time. A failure stops replicate.py once the commands
     already running have finished (their work is kept)."""
+    os.makedirs(os.path.join(root, "logs"), exist_ok=True)
     env = None
     if jobs > 1 and "OMP_NUM_THREADS" not in os.environ:  # share the cores instead of oversubscribing them
         env = {**os.environ, "OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // jobs))}

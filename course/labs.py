@@ -31,6 +31,7 @@ import torch  # noqa: E402
 
 import plot  # noqa: E402
 import replicate  # noqa: E402
+import train  # noqa: E402
 from data import build_prompt, load_dataset, reward  # noqa: E402
 from default_model import resolve_model  # noqa: E402
 from model import load_model  # noqa: E402
@@ -138,7 +139,6 @@ def lab2(root: str, jobs: int):
                 "--settings", "hard-sample,soft-sample,fuzzy-sample"]
         if not os.path.exists(outputs[seed]):
             commands.append(([sys.executable, os.path.join(REPO, "evaluate.py"), *argv], f"lab2_s{seed}"))
-    os.makedirs(os.path.join(root, "logs"), exist_ok=True)
     replicate.run_all(commands, root, jobs)
     rows = [{"setting": row["setting"], "seed": seed, "pass@1": row["pass@1"],
              "pass@4": row.get("pass@4"), "cot_len": row["cot_len"]}
@@ -200,11 +200,15 @@ def run_rows(out_dir: str, **labels) -> dict:
             "seconds": sum(r["rollout_s"] + r["update_s"] for r in steps)}
 
 
+def replicate_runs(mode: str) -> list[str]:
+    root = replicate.get_args(REPLICATE_ARGV).root
+    return [os.path.join(root, "runs", f"{mode}-s{s}") for s in SEEDS]
+
+
 def lab5(jobs: int):
     """The lab preset: 3 modes x 3 seeds (replicate.py's CPU preset, which also evaluates them for the report)."""
     replicate.main([*REPLICATE_ARGV, "--jobs", str(jobs)])
-    root = replicate.get_args(REPLICATE_ARGV).root
-    runs = {mode: [os.path.join(root, "runs", f"{mode}-s{s}") for s in SEEDS] for mode in ("hard", "soft", "fuzzy")}
+    runs = {mode: replicate_runs(mode) for mode in ("hard", "soft", "fuzzy")}
     write_jsonl("lab5_runs.jsonl", [run_rows(d, mode=m, seed=s, advantages="rloo")
                                     for m, dirs in runs.items() for s, d in zip(SEEDS, dirs)])
     plt = plot.import_pyplot()
@@ -219,20 +223,24 @@ def lab5(jobs: int):
     ax.legend(fontsize=8)
     plot.save(fig, os.path.join(EXPECTED, "lab5_entropy.png"))
     plt.close("all")
-    return runs
 
 
-def lab6(rloo_runs: list[str], root: str, jobs: int):
+def lab6(root: str, jobs: int):
     """course/grpo.py with the lab preset's flags, fuzzy, 3 seeds, against the RLOO runs of lab 5."""
     flags = replicate.PRESETS["cpu"]["train"]
     commands, grpo_runs = [], []
     for seed in SEEDS:
         out = os.path.join(root, f"grpo-fuzzy-s{seed}")
         grpo_runs.append(out)
-        if replicate.summary_line(out) is None:
-            commands.append(([sys.executable, os.path.join(HERE, "grpo.py"), *shlex.split(flags), "--mode", "fuzzy",
-                              "--seed", str(seed), "--out-dir", out, "--overwrite"], f"grpo_s{seed}"))
+        argv = [*shlex.split(flags), "--mode", "fuzzy", "--seed", str(seed), "--out-dir", out]
+        status = replicate.train_status(out, train.get_args(argv))  # done / resume (a checkpoint) / start
+        if status != "done":
+            commands.append(([sys.executable, os.path.join(HERE, "grpo.py"), *argv,
+                              "--resume" if status == "resume" else "--overwrite"], f"grpo_s{seed}"))
     replicate.run_all(commands, root, jobs)
+    rloo_runs = replicate_runs("fuzzy")
+    if any(replicate.summary_line(d) is None for d in rloo_runs):
+        raise SystemExit("lab 6 compares with lab 5's fuzzy runs: run lab 5 first (python course/labs.py --labs 5)")
     rows = [run_rows(d, mode="fuzzy", seed=s, advantages=a)
             for a, dirs in (("rloo", rloo_runs), ("grpo", grpo_runs)) for s, d in zip(SEEDS, dirs)]
     write_jsonl("lab6_grpo.jsonl", rows)
@@ -269,6 +277,7 @@ def lines(rows, x, values, title, name, series=None):
             ax.errorbar(xs, mean, yerr=[[t["mean"] - t["min"] for t in stats], [t["max"] - t["mean"] for t in stats]],
                         marker="o", capsize=4, color=f"C{i}", label=f"{s or 'base model'}, {len(SEEDS)} seeds (min-max)")
         ax.set_xscale("log")
+        ax.minorticks_off()
         ax.set_xticks(xs, [str(v) for v in xs])
         ax.set(xlabel=x, ylabel=value, title=value)
         ax.grid(alpha=0.3)
@@ -296,10 +305,10 @@ def main(argv=None):
         for n, lab in ((1, lab1), (3, lab3), (4, lab4)):
             if n in labs:
                 lab(base, args.root)
-    if labs & {5, 6}:
-        runs = lab5(args.jobs)
-        if 6 in labs:
-            lab6(runs["fuzzy"], args.root, args.jobs)
+    if 5 in labs:
+        lab5(args.jobs)
+    if 6 in labs:
+        lab6(args.root, args.jobs)
     if 2 in labs:
         lab2(args.root, args.jobs)
     print(f"labs {sorted(labs)} done in {(time.time() - t0) / 60:.1f} min")
