@@ -258,7 +258,7 @@ class Transformer(nn.Module):
         x = self.blocks(x, start_pos, pad_lens, caches)
         if prefix is not None:  # [prompt; inputs] per row, keeping only the positions that get logits
             keep = prompt_x.shape[1] if last is None else max(0, last - T)
-            x = torch.cat([prompt_x[rows][:, prompt_x.shape[1] - keep:], x], 1)
+            x = torch.cat([prompt_x[:, prompt_x.shape[1] - keep:][rows], x], 1)
             T = x.shape[1]
         if last is not None:
             x = x[:, T - last:]

@@ -31,6 +31,7 @@ import shlex
 import statistics
 import subprocess
 import sys
+import threading
 import time
 
 import torch
@@ -225,23 +226,33 @@ def execute(cmd: list[str], root: str, log_name: str, env: dict | None = None):
 
 
 def run_all(commands: list[tuple[list[str], str]], root: str, jobs: int):
-    """execute() each (command, log name), `jobs` at a time. A failure stops replicate.py once the commands
-    already running have finished (their work is kept)."""
+    """execute() each (command, log name), `jobs` at a time. After a failure or Ctrl-C nothing new starts; the
+    commands already running finish (their work is kept), then replicate.py stops."""
     os.makedirs(os.path.join(root, "logs"), exist_ok=True)
     env = None
     if jobs > 1 and "OMP_NUM_THREADS" not in os.environ:  # share the cores instead of oversubscribing them
         env = {**os.environ, "OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // jobs))}
-    with concurrent.futures.ThreadPoolExecutor(max_workers=jobs) as pool:
-        futures = [pool.submit(execute, cmd, root, log_name, env) for cmd, log_name in commands]
+    stop = threading.Event()
+
+    def job(cmd, log_name):
+        if stop.is_set():
+            return
         try:
-            concurrent.futures.wait(futures, return_when=concurrent.futures.FIRST_EXCEPTION)
+            execute(cmd, root, log_name, env)
+        except BaseException:
+            stop.set()
+            raise
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=jobs) as pool:
+        futures = [pool.submit(job, cmd, log_name) for cmd, log_name in commands]
+        try:
+            concurrent.futures.wait(futures)
         except KeyboardInterrupt:  # the running commands got Ctrl-C too: they save their work and stop
-            pool.shutdown(cancel_futures=True)
+            stop.set()
             raise SystemExit("interrupted; what finished is kept: run the same replicate.py command again to "
                              "continue") from None
-        pool.shutdown(cancel_futures=True)  # after a failure start nothing new; let the running ones finish
     for f in futures:
-        if not f.cancelled() and f.exception() is not None:
+        if f.exception() is not None:
             raise f.exception()
 
 

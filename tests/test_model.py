@@ -211,3 +211,22 @@ def test_smollm2_greedy_64_tokens_equal_transformers_generate(smollm2):
         ids = torch.tensor([p])  # an explicit mask: pad id = <|im_end|> would otherwise be masked in the prompt
         want = ref.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=new, do_sample=False)[0, len(p):]
         assert ours_tokens[b].tolist() == want.tolist(), questions[b]
+
+
+@pytest.mark.parametrize("last", [None, 3, 9])
+def test_shared_prefix_equals_each_row_with_its_whole_prompt(last):
+    """forward(prefix=...): U prompts through the blocks once, each row continuing its own, with left padding;
+    the logits (all of [prompt; inputs], or the last few, reaching into the prompt) equal a plain forward."""
+    torch.manual_seed(0)
+    model = Transformer(ModelConfig(vocab_size=64, dim=32, n_layers=2, n_heads=4, n_kv_heads=2, head_dim=8,
+                                    hidden_dim=64))
+    prompts = torch.randint(0, 64, (2, 6))
+    prompt_pad_lens = torch.tensor([2, 0])                      # prompt 0 has 4 real tokens
+    rows = torch.tensor([1, 0, 0, 1, 1])                        # the prompt each row continues
+    inputs = torch.randn(5, 4, 32)                              # 4 steps per row (soft inputs)
+    E = model.embed_tokens.weight
+    shared = model(embeds=inputs, prefix=(E[prompts], prompt_pad_lens, rows), last=last)
+    whole = model(embeds=torch.cat([E[prompts][rows], inputs], 1), pad_lens=prompt_pad_lens[rows], last=last)
+    assert shared.shape == whole.shape == (5, last or 10, 64)
+    real = torch.arange(10 - shared.shape[1], 10)[None] >= prompt_pad_lens[rows][:, None]  # padding slots aside
+    assert torch.allclose(shared[real], whole[real], atol=1e-5)

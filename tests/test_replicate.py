@@ -245,6 +245,7 @@ def test_jobs_run_commands_side_by_side_sharing_the_cores_and_stop_after_a_failu
     failed = FakeScripts()  # a failing command: the one beside it finishes, nothing new starts
 
     def failing(cmd, log_path, env=None):
+        time.sleep(0.2)  # both jobs start before the first one fails
         open(log_path, "a").write("Traceback: it broke\n")
         return failed(cmd, log_path) or 1
     monkeypatch.setattr(replicate, "run_command", failing)
