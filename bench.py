@@ -33,7 +33,8 @@ import torch
 
 from model import ModelConfig, Transformer
 from rloo import rloo_advantages, rloo_loss
-from rollout import PREFILL_BUDGET, PREFILL_EARLY, StopMatcher, generate, log_prob
+import rollout
+from rollout import PREFILL_BUDGET, PREFILL_EARLY, STEP_COT, StopMatcher, generate, log_prob
 
 parser = argparse.ArgumentParser(description="Benchmark rollouts (vs transformers' generate) and one RLOO step.")
 parser.add_argument("--shapes", default="smollm2-135m,llama-3.2-3b", help="comma-separated model shapes")
@@ -167,6 +168,17 @@ def clock(times: dict, key: str, device):
     times[key] = times.get(key, 0.0) + time.perf_counter() - start
 
 
+@contextmanager
+def patched(module, name: str, value):
+    """module.name = value inside the block (the code under test looks the name up at call time)."""
+    old = getattr(module, name)
+    setattr(module, name, value)
+    try:
+        yield
+    finally:
+        setattr(module, name, old)
+
+
 def reset_peak(device):
     if torch.device(device).type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
@@ -245,6 +257,16 @@ def bench_rollouts(shape: str, args, device, dtype, modes: list[str], with_hf: b
 
 # --------------------------------------------------------------------------- one RLOO training step
 
+def per_row_teacher_forced_logits(model, r):
+    """The update as it was before prompts were shared (rollout.teacher_forced_logits): every row re-encodes
+    its own [prompt; steps]. Kept for the comparison in bench_train_step and as a test reference."""
+    E, S = model.embed_tokens.weight, r.tokens.shape[1]
+    step_embeds = E[r.tokens]
+    if r.mode != "hard":
+        step_embeds = torch.where((r.step_kinds == STEP_COT)[..., None], r.cot_embeds.to(E.dtype), step_embeds)
+    return model(embeds=torch.cat([E[r.prompt_ids], step_embeds], 1), pad_lens=r.pad_lens, last=S + 1)[:, :-1]
+
+
 def bench_train_step(shape: str, args, device) -> dict:
     """B prompts × G samples, fuzzy CoT, as train.py does it: float32 master weights, bf16 autocast on GPU,
     activation checkpointing (unless --no-activation-checkpointing), micro-batched log-prob forward + backward,
@@ -257,36 +279,45 @@ def bench_train_step(shape: str, args, device) -> dict:
     prompts = torch.randint(0, cfg.vocab_size, (B, args.prompt_len), generator=torch.Generator().manual_seed(0)).tolist()
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if torch.device(device).type == "cuda" else nullcontext()
 
-    def step() -> dict:
-        times = {}
+    def update(roll, advantages, times, part):
+        for i in range(0, B * G, args.micro_batch):
+            with clock(times, part + "forward", device), autocast:
+                loss = rloo_loss(log_prob(model, roll.select(slice(i, i + args.micro_batch))),
+                                 advantages[i:i + args.micro_batch], total=B * G)
+            with clock(times, part + "backward", device):
+                loss.backward()
+
+    def step() -> tuple[dict, dict]:
+        times, before = {}, {}
         model.eval()
         with clock(times, "rollout", device), autocast:
             roll = generate(model, tok, prompts, "fuzzy", samples_per_prompt=G, max_cot_tokens=args.train_cot,
                             max_answer_tokens=args.answer, matcher=matcher)
         advantages = rloo_advantages(torch.rand(B, G, device=device)).flatten()  # random rewards: speed is the same
         model.train()
-        for i in range(0, B * G, args.micro_batch):
-            with clock(times, "log-prob forward", device), autocast:
-                loss = rloo_loss(log_prob(model, roll.select(slice(i, i + args.micro_batch))),
-                                 advantages[i:i + args.micro_batch], total=B * G)
-            with clock(times, "backward", device):
-                loss.backward()
+        with patched(rollout, "teacher_forced_logits", per_row_teacher_forced_logits):  # the same update, before
+            update(roll, advantages, before, "update without prompt sharing: ")
+        optimizer.zero_grad(set_to_none=True)
+        update(roll, advantages, times, "log-prob ")
         with clock(times, "optimizer", device):
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
-        return times
+        return times, before
 
     step()  # warm-up; it also allocates AdamW's state, which every later step has
     reset_peak(device)
-    runs = [step() for _ in range(args.repeats)]  # [{part: seconds}]
+    runs, befores = zip(*[step() for _ in range(args.repeats)])  # [{part: seconds}]
     parts = {part: [run[part] for run in runs] for part in runs[0]}
     totals = [sum(run.values()) for run in runs]
+    before_parts = {part: [run[part] for run in befores] for part in befores[0]}
     return {"shape": shape, "prompts": B, "samples": G, "cot": args.train_cot, "answer": args.answer,
             "activation_checkpointing": model.gradient_checkpointing,
             "micro_batch": args.micro_batch, "repeats": args.repeats,
             "seconds": {part: statistics.median(s) for part, s in parts.items()}, "seconds_all": parts,
-            "total_s": statistics.median(totals), "total_s_all": totals, "peak_gib": peak_gib(device)}
+            "total_s": statistics.median(totals), "total_s_all": totals, "peak_gib": peak_gib(device),
+            "before_seconds": {part: statistics.median(s) for part, s in before_parts.items()},
+            "before_seconds_all": before_parts}
 
 
 # --------------------------------------------------------------------------- main
@@ -341,6 +372,10 @@ def main(argv=None):
                      for k, v in train["seconds_all"].items()]
                     + [["total", f"{train['total_s']:.3f}", min_max(train["total_s_all"], "{:.3f}"), "100%"]])
         print(f"{mem}: {train['peak_gib']:.2f}")
+        shared = train["seconds"]["log-prob forward"] + train["seconds"]["log-prob backward"]
+        before = sum(train["before_seconds"].values())
+        print(f"the same update with every row re-encoding its prompt (before the prompt was shared, same rollout "
+              f"and weights): {before:.3f} s against {shared:.3f} s: {before / shared:.2f}x")
 
     if args.json:
         command = shlex.join([sys.argv[0], *(sys.argv[1:] if argv is None else argv)])

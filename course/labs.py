@@ -205,12 +205,30 @@ def replicate_runs(mode: str) -> list[str]:
     return [os.path.join(root, "runs", f"{mode}-s{s}") for s in SEEDS]
 
 
+def write_markdown(name: str, rows: list[dict]):
+    """One line per run: greedy validation at each evaluation, reward at the start and end, entropy, time."""
+    steps = sorted({int(k) for r in rows for k in r["val_accuracy"]})
+    lines = ["| mode | advantages | seed | greedy validation at step " + " / ".join(map(str, steps))
+             + " | reward, step 1 → mean of the last 3 | CoT entropy, step 1 → last | minutes of steps |",
+             "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        vals = " / ".join(f"{r['val_accuracy'].get(s, r['val_accuracy'].get(str(s), float('nan'))):.2f}" for s in steps)
+        lines.append(f"| {r['mode']} | {r['advantages']} | {r['seed']} | {vals} | {r['reward_first']:.1f} → "
+                     f"{r['reward_last']:.1f} | {r['cot_entropy_first']:.2f} → {r['cot_entropy_last']:.2f} | "
+                     f"{r['seconds'] / 60:.1f} |")
+    path = os.path.join(EXPECTED, name)
+    with open(path, "w") as f:
+        f.write("\n".join(lines) + "\n")
+    print(f"wrote {path}")
+
+
 def lab5(jobs: int):
     """The lab preset: 3 modes x 3 seeds (replicate.py's CPU preset, which also evaluates them for the report)."""
     replicate.main([*REPLICATE_ARGV, "--jobs", str(jobs)])
     runs = {mode: replicate_runs(mode) for mode in ("hard", "soft", "fuzzy")}
-    write_jsonl("lab5_runs.jsonl", [run_rows(d, mode=m, seed=s, advantages="rloo")
-                                    for m, dirs in runs.items() for s, d in zip(SEEDS, dirs)])
+    rows = [run_rows(d, mode=m, seed=s, advantages="rloo") for m, dirs in runs.items() for s, d in zip(SEEDS, dirs)]
+    write_jsonl("lab5_runs.jsonl", rows)
+    write_markdown("lab5_runs.md", rows)
     plt = plot.import_pyplot()
     plot.plot_train(plt, [(f"{m} training", dirs) for m, dirs in runs.items()], os.path.join(EXPECTED, "lab5_curves.png"))
     plt.close("all")
@@ -244,6 +262,7 @@ def lab6(root: str, jobs: int):
     rows = [run_rows(d, mode="fuzzy", seed=s, advantages=a)
             for a, dirs in (("rloo", rloo_runs), ("grpo", grpo_runs)) for s, d in zip(SEEDS, dirs)]
     write_jsonl("lab6_grpo.jsonl", rows)
+    write_markdown("lab6_grpo.md", rows)
     plt = plot.import_pyplot()
     plot.plot_train(plt, [("fuzzy, RLOO (Eq. 12)", rloo_runs), ("fuzzy, GRPO z-score", grpo_runs)],
                     os.path.join(EXPECTED, "lab6_grpo.png"))

@@ -10,6 +10,7 @@ import torch
 import torch.nn as nn
 
 import rollout
+from bench import per_row_teacher_forced_logits
 
 from rollout import (STEP_ANSWER, STEP_COT, STEP_PREFILL, STOP_TEXT, StopMatcher, gaussian_log_prob,
                      generate, log_prob, noise_scale, soft_mean, teacher_forced_logits)
@@ -166,15 +167,6 @@ def test_log_prob_gradient_equals_naive_reimplementation(mode):
     for ours, reference in zip(model.parameters(), model64.parameters()):
         assert torch.allclose(ours.grad.double(), reference.grad, rtol=1e-3, atol=1e-4), (ours.grad - reference.grad).abs().max()
     assert any(p.grad.abs().sum() > 0 for p in model.parameters())
-
-
-def per_row_teacher_forced_logits(model, r):
-    """The update before prompts were shared: every row re-encodes its own [prompt; steps]."""
-    E, S = model.embed_tokens.weight, r.tokens.shape[1]
-    step_embeds = E[r.tokens]
-    if r.mode != "hard":
-        step_embeds = torch.where((r.step_kinds == STEP_COT)[..., None], r.cot_embeds, step_embeds)
-    return model(embeds=torch.cat([E[r.prompt_ids], step_embeds], 1), pad_lens=r.pad_lens, last=S + 1)[:, :-1]
 
 
 @pytest.mark.parametrize("mode,checkpointing", [("hard", False), ("soft", False), ("fuzzy", False), ("soft", True)])
