@@ -10,8 +10,8 @@ What each lab writes to course/expected/ (JSONL: one row per seed and setting; P
   lab 2  lab2_settings.{jsonl,png}   the six inference settings of §7 on 50 test problems (base model)
   lab 3  lab3_sigma.{jsonl,png}      fuzzy rollouts at sigma 0.1 / 0.33 / 1 / 3: reward, accuracy, CoT entropy
   lab 4  lab4_groups.{jsonl,png}     the share of no-signal groups for G = 2 / 4 / 8 / 16
-  lab 5  lab5_runs.jsonl, lab5_curves.png, lab5_entropy.png: the lab preset's training curves, 3 modes x 3 seeds
-  lab 6  lab6_grpo.{jsonl,png}       RLOO vs GRPO-style advantages, fuzzy training
+  lab 5  lab5_runs.{jsonl,md}, lab5_curves.png, lab5_entropy.png: the lab preset, 3 modes x 3 seeds
+  lab 6  lab6_grpo.{jsonl,md,png}    RLOO vs GRPO-style advantages, fuzzy training
 Labs 1, 3 and 4 are rollouts of the base model (no training), cached in ROOT (default out-labs, git-ignored).
 """
 
@@ -40,7 +40,7 @@ from tokenizer import load_tokenizer  # noqa: E402
 
 MODEL, DATASET, SEEDS = "smollm2-135m-instruct", "lab", (0, 1, 2)
 EXPECTED = os.path.join(HERE, "expected")
-REPLICATE_ARGV = ["--preset", "cpu"]  # the training runs of labs 5 (and 6's RLOO side): README's replicate command
+REPLICATE_ARGV = ["--preset", "cpu"]  # lab 5's runs (and lab 6's RLOO side): the README's replicate command
 SIGMAS, GROUP_SIZES = (0.1, 0.33, 1.0, 3.0), (2, 4, 8, 16)
 ROLLOUT_PROBLEMS, COT_TOKENS = 8, 8  # labs 3-4: 8 training problems per seed; the lab preset's CoT budget
 
