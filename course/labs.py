@@ -205,6 +205,10 @@ def replicate_runs(mode: str) -> list[str]:
     return [os.path.join(root, "runs", f"{mode}-s{s}") for s in SEEDS]
 
 
+def metrics_files(run_dirs: list[str]) -> list[str]:
+    return [os.path.join(d, "metrics.jsonl") for d in run_dirs]
+
+
 def write_markdown(name: str, rows: list[dict]):
     """One line per run: greedy validation at each evaluation, reward at the start and end, entropy, time."""
     steps = sorted({int(k) for r in rows for k in r["val_accuracy"]})
@@ -230,12 +234,13 @@ def lab5(jobs: int):
     write_jsonl("lab5_runs.jsonl", rows)
     write_markdown("lab5_runs.md", rows)
     plt = plot.import_pyplot()
-    plot.plot_train(plt, [(f"{m} training", dirs) for m, dirs in runs.items()], os.path.join(EXPECTED, "lab5_curves.png"))
+    plot.plot_train(plt, [(f"{m} training", metrics_files(dirs)) for m, dirs in runs.items()],
+                    os.path.join(EXPECTED, "lab5_curves.png"))
     plt.close("all")
     fig, ax = plt.subplots(figsize=(6, 4))
     for i, (mode, dirs) in enumerate(runs.items()):
-        plot.draw(ax, [plot.metric_curve(plot.read_metrics(os.path.join(d, "metrics.jsonl")), "cot_entropy")
-                       for d in dirs], plot.group_label(f"{mode} training", dirs, "runs"), f"C{i}")
+        plot.draw(ax, [plot.metric_curve(plot.read_metrics(path), "cot_entropy") for path in metrics_files(dirs)],
+                  plot.group_label(f"{mode} training", dirs, "runs"), f"C{i}")
     ax.set(xlabel="step", ylabel="mean CoT entropy (nats)", title="CoT entropy over training (§8, finding 5)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
@@ -264,8 +269,8 @@ def lab6(root: str, jobs: int):
     write_jsonl("lab6_grpo.jsonl", rows)
     write_markdown("lab6_grpo.md", rows)
     plt = plot.import_pyplot()
-    plot.plot_train(plt, [("fuzzy, RLOO (Eq. 12)", rloo_runs), ("fuzzy, GRPO z-score", grpo_runs)],
-                    os.path.join(EXPECTED, "lab6_grpo.png"))
+    plot.plot_train(plt, [("fuzzy, RLOO (Eq. 12)", metrics_files(rloo_runs)),
+                          ("fuzzy, GRPO z-score", metrics_files(grpo_runs))], os.path.join(EXPECTED, "lab6_grpo.png"))
     plt.close("all")
 
 
