@@ -45,10 +45,11 @@ def test_tiny_run_finishes_quickly_and_prints_medians_with_spreads(tmp_path, one
         assert ms_lo <= ms <= ms_hi
         ratio, (ratio_lo, ratio_hi) = float(cells[7].rstrip("x")), (float(v.rstrip("x")) for v in cells[8].split("–"))
         assert ratio_lo <= ratio <= ratio_hi
-    for part in ("rollout", "log-prob forward", "backward", "optimizer", "total"):
+    for part in ("rollout", "log-prob forward", "log-prob backward", "optimizer", "total"):
         cells = next(line for line in proc.stdout.splitlines() if line.startswith(f"| {part} |")).split("|")
         lo, hi = map(float, cells[3].split("–"))
         assert 0 < lo <= float(cells[2]) <= hi
+    assert "the same update with every row re-encoding its prompt" in proc.stdout  # before / after, side by side
 
     report = json.loads(out.read_text())
     assert report["device"] and report["torch"] == torch.__version__ and "--tiny" in report["command"]
@@ -66,7 +67,8 @@ def test_tiny_run_finishes_quickly_and_prints_medians_with_spreads(tmp_path, one
         prefill = len(SyntheticTokenizer(512).encode(PREFILL_BUDGET)) if row["method"] != "transformers" else 0
         assert row["steps"] == 16 + 4 + prefill
     train = report["train_step"]
-    assert set(train["seconds"]) == {"rollout", "log-prob forward", "backward", "optimizer"}
+    assert set(train["seconds"]) == {"rollout", "log-prob forward", "log-prob backward", "optimizer"}
+    assert set(train["before_seconds"]) == {"update without prompt sharing: forward", "update without prompt sharing: backward"}
     for part, runs in train["seconds_all"].items():
         assert len(runs) == 3 and min(runs) > 0 and train["seconds"][part] == statistics.median(runs)
     assert train["total_s"] == statistics.median(train["total_s_all"]) and train["peak_gib"] > 0
