@@ -25,7 +25,7 @@ def test_real_scripts_end_to_end_then_a_restart_runs_nothing(answering_model, tm
     argv = ["--root", str(tmp_path), "--modes", "hard", "--seeds", "0",
             "--train-args", f"--model {answering_model} --steps 1 --samples-per-prompt 2 --max-cot-tokens 4 "
                             "--max-answer-tokens 4 --val-size 2 --warmup-steps 1",
-            "--eval-args", "--limit 2 --n-samples 2 --max-cot-tokens 4 --max-answer-tokens 4 --settings "
+            "--eval-args", "--limit 2 --n-samples 2 --k 1,2 --max-cot-tokens 4 --max-answer-tokens 4 --settings "
                            "hard-greedy,hard-sample,fuzzy-sample",
             *(["--ood-args", "--sets arc_easy", "--ood-limit", "2"] if with_ood else ["--no-ood"])]
     replicate.main(argv)
