@@ -11,7 +11,8 @@ Weights are random (speed does not depend on their values, once the logits have 
 `build_models`). Every rollout runs its full CoT and answer budget (see `fixed_length_matcher`), so all methods
 take the same number of steps.
 
-Every figure is the median of --repeats timed runs after an untimed warm-up, printed with its min–max. The
+Every figure is the median of --repeats timed runs after an untimed warm-up (its time is the table's "first call":
+with --compile, the compilation), printed with its min–max. The
 methods take turns within each round (hard, soft, fuzzy, transformers, hard, ...), and "vs transformers" is the
 median of the per-round ratios, so a moment when another process is busy slows both sides of a ratio rather
 than one figure. On a shared CPU, OMP_NUM_THREADS=1 also avoids threads waiting on each other."""
@@ -58,6 +59,9 @@ parser.add_argument("--no-activation-checkpointing", action="store_true",
                     help="the training step without activation checkpointing (train.py's default)")
 parser.add_argument("--train-cot", type=int, default=128, help="CoT steps of the training step")
 parser.add_argument("--micro-batch", type=int, default=8, help="rows per log-prob forward/backward")
+parser.add_argument("--compile", action="store_true",
+                    help="also time each mode with its decode step compiled (model.compile_decode_step), side by side, "
+                         "and compile the training step's rollouts")
 
 LLAMA3_ROPE = {"rope_type": "llama3", "factor": 32.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
                "original_max_position_embeddings": 8192}
@@ -206,13 +210,18 @@ def print_table(header: list[str], rows: list[list]):
 def bench_rollouts(shape: str, args, device, dtype, modes: list[str], with_hf: bool) -> list[dict]:
     cfg = SHAPES[shape]
     model, hf = build_models(cfg, device, dtype, with_hf)
+    if args.compile:
+        model.compile_decode_step()
+        compiled_step = model.compiled_decode_step  # compiled lazily: on the first call of a compiled method
     tok, matcher = SyntheticTokenizer(cfg.vocab_size), fixed_length_matcher(cfg.vocab_size, device)
     results = []
     for batch in map(int, args.batch.split(",")):
         prompts = torch.randint(0, cfg.vocab_size, (batch, args.prompt_len),
                                 generator=torch.Generator().manual_seed(batch))
 
-        def ours(mode, cot, answer):
+        def ours(mode, cot, answer, compiled=False):
+            if args.compile:  # the same model, its decode step compiled or eager
+                model.compiled_decode_step = compiled_step if compiled else None
             r = generate(model, tok, prompts.tolist(), mode, max_cot_tokens=cot, max_answer_tokens=answer,
                          matcher=matcher)
             if int(r.cot_lens.min()) != cot or int(r.answer_lens.min()) != answer:
@@ -227,9 +236,16 @@ def bench_rollouts(shape: str, args, device, dtype, modes: list[str], with_hf: b
             return out.shape[1] - args.prompt_len
 
         methods = {m: (lambda m=m: ours(m, args.cot, args.answer)) for m in modes}
+        if args.compile:
+            methods.update({f"{m} compiled": (lambda m=m: ours(m, args.cot, args.answer, True)) for m in modes})
         if hf is not None:
             methods["transformers"] = lambda: theirs(args.cot, args.answer)
-        steps = {method: run() for method, run in methods.items()}  # warm-up: kernels, cuBLAS handles, allocator
+        steps, first_s = {}, {}
+        for method, run in methods.items():  # warm-up: kernels, cuBLAS handles, allocator, and compilation
+            times = {}
+            with clock(times, "s", device):
+                steps[method] = run()
+            first_s[method] = times["s"]
         ms_per_step = {method: [] for method in methods}                # per round
         peak = dict.fromkeys(methods, 0.0)
         for _ in range(args.repeats):
@@ -249,7 +265,7 @@ def bench_rollouts(shape: str, args, device, dtype, modes: list[str], with_hf: b
                             "repeats": args.repeats, "tokens_per_s": 1000 * batch / ms_median,
                             "ms_per_step": ms_median, "ms_per_step_all": ms,
                             "vs_transformers": statistics.median(ratios) if ratios else None,
-                            "vs_transformers_all": ratios, "peak_gib": peak[method]})
+                            "vs_transformers_all": ratios, "peak_gib": peak[method], "first_call_s": first_s[method]})
             print(f"  {shape} batch {batch} {method}: {results[-1]['tokens_per_s']:,.0f} tokens/s (median of "
                   f"{args.repeats})", file=sys.stderr)
     return results
@@ -274,6 +290,8 @@ def bench_train_step(shape: str, args, device) -> dict:
     cfg, B, G = SHAPES[shape], args.train_prompts, args.train_samples
     model, _ = build_models(cfg, device, torch.float32, with_transformers=False)
     model.gradient_checkpointing = not args.no_activation_checkpointing
+    if args.compile:
+        model.compile_decode_step()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-6)
     tok, matcher = SyntheticTokenizer(cfg.vocab_size), fixed_length_matcher(cfg.vocab_size, device)
     prompts = torch.randint(0, cfg.vocab_size, (B, args.prompt_len), generator=torch.Generator().manual_seed(0)).tolist()
@@ -352,12 +370,12 @@ def main(argv=None):
     rows = [r for shape in shapes for r in bench_rollouts(shape, args, device, dtype, modes, with_hf)]
     mem = "peak GiB" if device.type == "cuda" else "peak RSS GiB (process)"
     print_table(["shape", "batch", "method", "steps", "tokens/s", "ms/step", "ms/step min–max", "vs transformers",
-                 "vs transformers min–max", mem],
+                 "vs transformers min–max", mem, "first call s"],
                 [[r["shape"], r["batch"], r["method"], r["steps"], r["tokens_per_s"], f"{r['ms_per_step']:,.2f}",
                   min_max(r["ms_per_step_all"], "{:,.2f}"),
                   f"{r['vs_transformers']:.2f}x" if r["vs_transformers"] else "-",
                   min_max(r["vs_transformers_all"], "{:.2f}x") if r["vs_transformers"] else "-",
-                  f"{r['peak_gib']:.2f}"] for r in rows])
+                  f"{r['peak_gib']:.2f}", f"{r['first_call_s']:.1f}"] for r in rows])
 
     train = None
     if not args.skip_train_step:

@@ -26,6 +26,7 @@ import json
 import math
 import os
 import random
+import re
 import sys
 import threading
 from dataclasses import dataclass
@@ -37,7 +38,8 @@ from math_verify import ExprExtractionConfig, LatexExtractionConfig, parse, veri
 @dataclass(frozen=True)
 class Problem:
     question: str
-    answer: str  # the gold label, e.g. "18" or "\frac{\sqrt{3}}{2}"
+    answer: str                   # the gold label, e.g. "18" or "\frac{\sqrt{3}}{2}"
+    numeral_answer: bool = False  # only a numeral answer counts (the lab task: see is_correct)
 
 
 # -----------------------------------------------------------------------------
@@ -62,7 +64,7 @@ DATASET_DEFAULTS = {
                   warmup_steps=20, eval_every=100, val_size=200, prompt_format="raw"),
     "arithmetic": dict(steps=60, samples_per_prompt=8, prompts_per_step=2, max_cot_tokens=48, lr=3e-5,
                        warmup_steps=20, eval_every=15, val_size=40, prompt_format="chat"),  # raw: ~0% at 135M
-    "lab": dict(steps=20, samples_per_prompt=8, prompts_per_step=2, max_cot_tokens=8, lr=1e-4,
+    "lab": dict(steps=30, samples_per_prompt=8, prompts_per_step=2, max_cot_tokens=8, lr=3e-5,
                 warmup_steps=3, eval_every=5, val_size=50, prompt_format="chat"),  # tuned: course/README.md
 }
 FALLBACK_DEFAULTS = dict(DATASET_DEFAULTS["gsm8k"], max_cot_tokens=512)  # MATH-style sets (§3)
@@ -273,13 +275,15 @@ def arithmetic_problems(split: str, seed: int = 0, difficulty: int = 1, n: int |
 def lab_problems(split: str) -> list[Problem]:
     """The lab task's `split`: one operation on 1..10 in words, in a fixed shuffled order (operations mixed), e.g.
     Problem("What is 7 plus 5?", "12"), Problem("What is 12 minus 5?", "7"), Problem("What is 7 times 5?", "35").
-    In words, not symbols: Math-Verify reads a boxed "7 * 5" as 35, so a model that copies a symbolic question
-    into the box scores 100 without computing anything (tried: validation went 0.38 -> 1.00 in 10 steps that way)."""
+    Only a numeral answer counts (numeral_answer): Math-Verify reads a boxed "7 * 5" as 35, and a model that copies
+    the question into the box as an expression scores 100 without computing anything. Words in the question
+    did not stop that: the model learned to write "17 - 9" for "17 minus 9" (course/README.md §3)."""
     if split not in LAB_SPLITS:
         raise ValueError(f"lab has splits {sorted(set(LAB_SPLITS))}, not {split!r}")
     problems = [p for a in range(1, 11) for b in range(1, 11)
-                for p in (Problem(f"What is {a} plus {b}?", str(a + b)), Problem(f"What is {a + b} minus {b}?", str(a)),
-                          Problem(f"What is {a} times {b}?", str(a * b)))]
+                for p in (Problem(f"What is {a} plus {b}?", str(a + b), True),
+                          Problem(f"What is {a + b} minus {b}?", str(a), True),
+                          Problem(f"What is {a} times {b}?", str(a * b), True))]
     problems = [p for p in problems if LAB_SPLITS[_hash_bucket(p.question, len(LAB_SPLITS))] == split]
     random.Random(f"lab/{split}").shuffle(problems)
     return problems
@@ -360,23 +364,37 @@ def _parse(boxed_content: str) -> tuple:
     return tuple(parse("\\boxed{" + boxed_content + "}", list(EXTRACTION), parsing_timeout=_timeout()))
 
 
-def is_correct(pred: str, label: str) -> bool:
+NUMERAL = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)")
+NUMERAL_FORMATTING = re.compile(r"\\?\$|,|\\[,!;]|\s")  # allowed around a numeral: "$1,234.", "\\$8"
+
+
+def is_numeral(text: str) -> bool:
+    return NUMERAL.fullmatch(NUMERAL_FORMATTING.sub("", text).removesuffix(".")) is not None
+
+
+def is_correct(pred: str, label: str, numeral_only: bool = False) -> bool:
     """Whether Math-Verify judges the extracted answer `pred` equal to the gold `label` (both LaTeX or
-    plain text, e.g. "1,234" == "1234", "\\dfrac{3}{4}" == "0.75", "90^\\circ" == "90"). Model text is only
-    parsed, never run: LaTeX goes to a grammar-based parser, and sympy's eval-based parse_expr only ever
-    sees strings of digits and + - * / ^ ( ) (Math-Verify's regex for plain expressions)."""
+    plain text: e.g. the answer "1,234" for the label "1234", "0.75" for "\\dfrac{3}{4}", "90" for "90^\\circ").
+    Model text is only parsed, never run: LaTeX goes to a grammar-based parser, and sympy's eval-based
+    parse_expr only ever sees strings of digits and + - * / ^ ( ) (Math-Verify's regex for plain expressions).
+
+    Math-Verify computes what it parses, so "9 \\times 2" counts for 18, as in the paper. `numeral_only` (the lab
+    task) also asks for a numeral: there the 135M model learns to box the question's own "17 - 9" instead of
+    answering it (course/README.md §3)."""
+    if numeral_only and not is_numeral(pred):
+        return False
     gold, answer = _parse(label), _parse(pred)
     return bool(gold and answer) and verify(list(gold), list(answer), timeout_seconds=_timeout())
 
 
-def reward(completion_text: str, label: str) -> float:
+def reward(completion_text: str, label: str, numeral_only: bool = False) -> float:
     """Eq. 11: 100 if the last boxed answer is correct, 10 if there is one but it is wrong, 0 otherwise.
     `completion_text` is what follows the prompt (CoT, prefill, answer), e.g.
-    "... The final answer is: \\boxed{42}."."""
+    "... The final answer is: \\boxed{42}."; `numeral_only`: see is_correct."""
     pred = extract_boxed(completion_text)
     if pred is None:
         return 0.0
-    return 100.0 if is_correct(pred, label) else 10.0
+    return 100.0 if is_correct(pred, label, numeral_only) else 10.0
 
 
 def pass_at_k(n: int, c: int, k: int) -> float:

@@ -33,7 +33,8 @@ import time
 import torch
 from tqdm import tqdm
 
-from data import DATASET_DEFAULTS, FALLBACK_DEFAULTS, build_prompt, extract_boxed, load_dataset, pass_at_k, reward
+from data import (DATASET_DEFAULTS, FALLBACK_DEFAULTS, Problem, build_prompt, extract_boxed, load_dataset, pass_at_k,
+                  reward)
 from default_model import resolve_model
 from model import load_model, pick_device
 from rollout import PREFILL_BUDGET, PREFILL_EARLY, STEP_COT, StopMatcher, generate, noise_scale
@@ -97,6 +98,9 @@ def get_args(argv=None):
                     help="float32 | autocast: float32 weights, bf16 matmuls, float32 logits and softmax, as train.py "
                          "(auto: autocast on CUDA, float32 on CPU) | bfloat16/float16 weights: half the memory, "
                          "but rounded logits can flip near-tied greedy choices")
+    ap.add_argument("--compile", action="store_true",
+                    help="torch.compile the decode step (model.compile_decode_step): one compilation per batch shape, "
+                         "then faster steps; the progress bar then moves once per batch")
     ap.add_argument("--output", default=None, help="the JSON (default: results/eval_<model>_<dataset>.json); "
                     "the markdown table goes next to it (.md)")
     ap.add_argument("--overwrite", action="store_true", help="discard the results already in --output")
@@ -162,7 +166,7 @@ def entropy_profile(sums: torch.Tensor, counts: torch.Tensor) -> dict:
     return {"mean": [m if math.isfinite(m) else None for m in means], "count": counts[:L].tolist()}
 
 
-def run_setting(model, tok, prompts, labels, name, args) -> tuple[list[list[dict]], dict]:
+def run_setting(model, tok, prompts, problems, name, args) -> tuple[list[list[dict]], dict]:
     """Roll out one setting on every prompt: per problem the list of its samples (greedy: one), and the
     setting's CoT entropy profile."""
     mode, tau, sampled = SETTINGS[name]
@@ -193,7 +197,7 @@ def run_setting(model, tok, prompts, labels, name, args) -> tuple[list[list[dict
                              sigma=noise(name, args), max_cot_tokens=args.max_cot_tokens,
                              max_answer_tokens=args.max_answer_tokens, answer_tau=0.0,
                              seed=[args.seed + i for i in idx], matcher=matcher)  # seeds: one stream per problem
-            out += score(r, [labels[i] for i in idx], n)
+            out += score(r, [problems[i] for i in idx], n)
             add_entropy_by_position(sums, counts, r)
             bar.set_postfix_str(f"{idx.stop}/{len(prompts)} problems", refresh=False)
             bar.update(call_end - bar.n)
@@ -203,14 +207,14 @@ def run_setting(model, tok, prompts, labels, name, args) -> tuple[list[list[dict
     return out, entropy_profile(sums, counts)
 
 
-def score(r, labels: list[str], n: int) -> list[list[dict]]:
+def score(r, problems: list[Problem], n: int) -> list[list[dict]]:
     """Per problem of a rollout batch (n rows each, grouped by problem), its samples with their rewards."""
     cot_lens = r.cot_lens.tolist()
     out = []
-    for j, label in enumerate(labels):
+    for j, problem in enumerate(problems):
         samples = []
         for row in range(j * n, (j + 1) * n):
-            rew = reward(r.answer_text[row], label)  # Eq. 11: 100 / 10 / 0
+            rew = reward(r.answer_text[row], problem.answer, problem.numeral_answer)  # Eq. 11: 100 / 10 / 0
             samples.append({"cot": r.cot_text[row], "answer": r.answer_text[row],
                             "extracted": extract_boxed(r.answer_text[row]), "reward": rew,
                             "correct": rew == 100, "cot_len": cot_lens[row]})
@@ -357,9 +361,10 @@ def run(args, config, problems, folder, finished: dict, todo: list[str]) -> None
     """Run the settings `todo`, adding each to `finished` and saving as soon as it is done."""
     weights_dtype = torch.float32 if args.dtype == "autocast" else getattr(torch, args.dtype)
     model = load_model(folder, device=args.device, dtype=weights_dtype).eval()
+    if args.compile:
+        model.compile_decode_step()
     tok = load_tokenizer(folder)
     prompts = [tok.encode_prompt(build_prompt(p.question, tok, args.prompt_format)) for p in problems]  # BOS if wanted
-    labels = [p.answer for p in problems]
     print(f"{args.model} ({folder}) on {args.dataset}/{args.split}: {len(problems)} problems, settings "
           f"{','.join(todo)}, CoT <= {args.max_cot_tokens} tokens, {args.prompt_format} prompt, {args.device} "
           f"{args.dtype}, {args.batch_size} rows per call, {torch.get_num_threads()} threads", file=sys.stderr)
@@ -370,7 +375,7 @@ def run(args, config, problems, folder, finished: dict, todo: list[str]) -> None
     try:
         for name in todo:
             t0 = time.time()
-            generations, profile = run_setting(model, tok, prompts, labels, name, args)
+            generations, profile = run_setting(model, tok, prompts, problems, name, args)
             spec = {"mode": SETTINGS[name][0], "cot_tau": SETTINGS[name][1], "noise": noise(name, args),
                     "sigma_abs": noise_scale(model, noise(name, args)), "samples": len(generations[0])}
             finished[name] = {"seconds": time.time() - t0, "generations": generations,

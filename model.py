@@ -3,6 +3,7 @@
     model = load_model("smollm2-135m-instruct")          # or a local folder, or a Hub repo id
     logits = model(tokens=ids)                           # (B, T) token ids
     logits = model(embeds=soft_inputs)                   # (B, T, d) input embeddings: the soft-token entry point
+    logits = model.decode_step(embeds, slot, pad_lens)   # one input per row at a cache slot: static shapes
 
 Module names mirror Hugging Face's (minus the leading "model."), so a checkpoint's tensors load by
 name and `save_model` writes a folder that `transformers` loads back.
@@ -22,6 +23,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 SUPPORTED = {"llama": "LlamaForCausalLM", "qwen2": "Qwen2ForCausalLM"}  # SmolLM2 is model_type llama
+CACHE_LEN_MULTIPLE = 64  # a compiled decode step rounds its cache length up to this (setup_cache)
 
 
 @dataclass
@@ -137,7 +139,11 @@ class KVCache(nn.Module):
         self.register_buffer("k", torch.zeros(shape, dtype=dtype, device=device), persistent=False)
         self.register_buffer("v", torch.zeros(shape, dtype=dtype, device=device), persistent=False)
 
-    def update(self, start: int, k: torch.Tensor, v: torch.Tensor):
+    def update(self, start: int | torch.Tensor, k: torch.Tensor, v: torch.Tensor):
+        if isinstance(start, torch.Tensor):  # decode_step: one token at slot `start`, and every slot is read
+            self.k.index_copy_(2, start.view(1), k.to(self.k.dtype))
+            self.v.index_copy_(2, start.view(1), v.to(self.v.dtype))
+            return self.k, self.v
         end = start + k.shape[2]
         self.k[:, :, start:end] = k
         self.v[:, :, start:end] = v
@@ -221,10 +227,13 @@ class Transformer(nn.Module):
         self.caches: list[KVCache] | None = None
         self.gradient_checkpointing = False
         self.fp32_logits = True  # under autocast, compute the head in float32 (see forward)
+        self.compiled_decode_step = None  # see compile_decode_step
 
     def setup_cache(self, batch: int, max_len: int):
         """Preallocate one KV cache per layer; `None` for max_len=0 frees them."""
         p = self.embed_tokens.weight
+        if self.compiled_decode_step is not None:  # a few cache lengths, so a few compilations, not one per batch
+            max_len = -(-max_len // CACHE_LEN_MULTIPLE) * CACHE_LEN_MULTIPLE
         # under autocast (fp32 weights, bf16 compute) keys and values are bf16: store them so, at half the memory
         autocast = torch.is_autocast_enabled(p.device.type)
         dtype = torch.get_autocast_dtype(p.device.type) if autocast else p.dtype
@@ -274,14 +283,32 @@ class Transformer(nn.Module):
             logits = self.lm_head(x)
         return logits.to(torch.promote_types(logits.dtype, torch.float32))  # float32, or float64 for a float64 model
 
-    def blocks(self, x, start_pos: int, pad_lens, caches):
-        """The transformer blocks on hidden states x (B, T, d) at cache slots start_pos.., -> (B, T, d)."""
+    def decode_step(self, embeds: torch.Tensor, slot: torch.Tensor, pad_lens: torch.Tensor) -> torch.Tensor:
+        """One input per row, embeds (B, 1, d), written at cache slot `slot` (a 0-dim tensor) -> logits (B, V).
+
+        The step of incremental decoding, with static shapes: attention reads every slot of the cache (the mask
+        hides those not written yet), and the slot is a tensor, so every call has the same shapes and
+        `compile_decode_step` compiles it once per batch size and cache length."""
+        step = self.compiled_decode_step or self  # (eager through __call__: forward hooks see every step)
+        return step(embeds=embeds, start_pos=slot, pad_lens=pad_lens, use_cache=True)[:, -1]
+
+    def compile_decode_step(self):
+        """torch.compile the forward that decode_step runs (`--compile`): the norms, rotary embeddings, masks and
+        activations become a few fused kernels; the matrix products are the same library calls as in eager."""
+        self.compiled_decode_step = torch.compile(self.forward, fullgraph=True, dynamic=False)
+
+    def blocks(self, x, start_pos: int | torch.Tensor, pad_lens, caches):
+        """The transformer blocks on hidden states x (B, T, d) at cache slots start_pos.., -> (B, T, d).
+        A tensor start_pos (decode_step) reads every cache slot, so that shapes never change."""
         B, T, _ = x.shape
-        end = start_pos + T
         if pad_lens is None:
             pad_lens = torch.zeros(B, dtype=torch.long, device=x.device)
-        slots = torch.arange(end, device=x.device)                             # (S,) every key slot so far
-        query_slots = slots[start_pos:]                                         # (T,)
+        if isinstance(start_pos, torch.Tensor):
+            slots = torch.arange(caches[0].k.shape[2], device=x.device)        # (S,) every slot of the cache
+            query_slots = start_pos.view(1)                                     # (1,)
+        else:
+            slots = torch.arange(start_pos + T, device=x.device)               # (S,) every key slot so far
+            query_slots = slots[start_pos:]                                     # (T,)
         # mask (B, 1, T, S): causal, and never attend to a row's padding slots
         mask = (slots[None, None, :] <= query_slots[None, :, None]) & (slots[None, None, :] >= pad_lens[:, None, None])
         mask = mask[:, None]

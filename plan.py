@@ -22,8 +22,8 @@ P = prompt, S = CoT + prefill + answer steps, T = P + S; c = 2 bytes under bf16 
               on GPU: a 1 GiB reserve for the CUDA context and cuBLAS/NCCL workspaces (assumed, not measured).
   rollout     (no gradient, rollout.generate) under FSDP every block gathered in c bytes (train.py gathers the
               whole model once per rollout); KV cache 2·layers·N·kv_heads·(P + S)·head_dim·c (model.setup_cache),
-              the decode step's working set of 5 (N, V) float32 tensors (logits, log-softmax, its exp, and the two
-              temporaries of the sampling race or of the tempered softmax) plus the stop matcher's (22, V) table,
+              the decode step's working set of 5 (N, V) float32 tensors (logits, log-softmax, its exp, and the
+              sampler's float64 CDF or the tempered softmax's two temporaries) plus the stop matcher's (22, V) table,
               and the recorded trajectory (soft/fuzzy: h̃ and μ (N, S, d) float32, top-64 logits and ids).
   update      (rollout.log_prob with gradient, per micro-batch of m rows) the tensors autograd saves per layer:
               float32 residual stream x, its normalised form, x after attention and its normalised form (4 × 4d

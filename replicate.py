@@ -46,7 +46,7 @@ MODES = ("hard", "soft", "fuzzy")
 # Hyperparameters of the two presets; --train-args / --eval-args / --ood-args / --ood-limit win over them.
 PRESETS = {
     # A 2-core CPU: the offline default model (SmolLM2-135M) on the course's lab task (data.py's `lab` defaults:
-    # 4 prompts x 8 samples, CoT 8, lr 1e-4, 20 steps, validation every 5); 50 test problems, 4 samples each;
+    # 2 prompts x 8 samples, CoT 8, lr 3e-5, 30 steps, validation every 5); 50 test problems, 4 samples each;
     # 30 questions per OOD set.
     "cpu": {"train": "--model smollm2-135m-instruct --dataset lab --sigma 0.33",
             "eval": "--limit 50 --n-samples 4 --k 1,4",

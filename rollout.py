@@ -10,7 +10,8 @@ The log-probability of a trajectory is Σ_CoT log N(h̃_t; p_{t-1}E, σ²I) + Σ
 
 All rows advance in lockstep, one position per forward, each in its own phase (CoT, prefill, answer,
 done), so a row's inputs always sit in consecutive cache slots and the teacher-forced pass sees exactly
-the same sequence. The stop rule runs on the device: see `StopMatcher`.
+the same sequence. The stop rule runs on the device (`StopMatcher`), sampling draws one uniform per row
+(`categorical`), and each forward is `model.decode_step`, whose shapes never change: `--compile` compiles it.
 
     python rollout.py --mode fuzzy --prompt "What is 12 * 7?"     # look at what a soft CoT "says"
 """
@@ -191,11 +192,21 @@ class GroupRandom:
     def normal(self, dim: int) -> torch.Tensor:  # (N, dim) standard normal
         return torch.cat([torch.empty(self.rows, dim, device=self.device).normal_(generator=g) for g in self.gens])
 
-    def sample(self, probs: torch.Tensor) -> torch.Tensor:
-        """One draw per row from probs (N, V): argmax of p / Exp(1) is a categorical sample, with no host sync."""
-        race = torch.cat([torch.empty(self.rows, probs.shape[1], device=self.device).exponential_(generator=g)
+    def uniform(self) -> torch.Tensor:  # (N,) float64 uniform on [0, 1): one per row, for `categorical`
+        return torch.cat([torch.rand(self.rows, generator=g, device=self.device, dtype=torch.float64)
                           for g in self.gens])
-        return (probs / race).argmax(-1)
+
+
+def categorical(probs: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """One draw per row from probs (N, V) by inverting its CDF at u (N,) ~ U[0, 1): the first token whose
+    cumulative probability exceeds u. One random number per row, not V, and no host sync; in float64, so that
+    summing 10⁵ probabilities does not shift any token's share.
+
+    >>> categorical(torch.tensor([[0.5, 0.0, 0.5]]), torch.tensor([0.7], dtype=torch.float64))
+    tensor([2])
+    """
+    cdf = probs.double().cumsum(-1)                                               # (N, V)
+    return torch.searchsorted(cdf, (u * cdf[:, -1])[:, None], right=True)[:, 0]  # probs need not sum to 1
 
 
 def soft_mean(logits: torch.Tensor, E: torch.Tensor, tau: float) -> torch.Tensor:
@@ -264,11 +275,13 @@ def generate(model, tokenizer, prompts: list[list[int]], mode: str, samples_per_
 
     rows = Phases.start(N, device)
     logp = torch.zeros(N, device=device)
+    slot = torch.tensor(P, device=device)                           # the cache slot of the next input
     rec_tokens, rec_kinds, rec_embeds, rec_means, rec_top, rec_entropy = [], [], [], [], [], []
 
     for step in range(max_steps):
         kind = rows.phase                                            # (N,) what this step is, per row
         in_cot, in_prefill, in_answer = kind == STEP_COT, kind == STEP_PREFILL, kind == STEP_ANSWER
+        u = rng.uniform()  # one uniform per row: a row samples either a CoT token or an answer token, never both
 
         # --- next-token distributions in float32 (τ = 1e-4 overflows half precision); τ = 1 reuses the untempered one
         log_p1 = F.log_softmax(logits, dim=-1)
@@ -279,7 +292,7 @@ def generate(model, tokenizer, prompts: list[list[int]], mode: str, samples_per_
         # --- CoT step (§2)
         if mode == "hard":
             log_p, p = at_temperature(logits, tau, log_p1, p1)       # p = softmax(logits / τ)   (Eq. 3)
-            cot_token = rng.sample(p) if tau > 0 else shadow
+            cot_token = categorical(p, u) if tau > 0 else shadow
             cot_embed = E[cot_token]
             if tau > 0:
                 logp += torch.where(in_cot, log_p.gather(1, cot_token[:, None])[:, 0], 0.0)
@@ -293,7 +306,7 @@ def generate(model, tokenizer, prompts: list[list[int]], mode: str, samples_per_
         # --- answer step: ordinary tokens (§3), sampled at answer_tau or greedy
         if answer_tau > 0:
             log_pa, pa = at_temperature(logits, answer_tau, log_p1, p1)
-            answer_token = rng.sample(pa)
+            answer_token = categorical(pa, u)
             logp += torch.where(in_answer, log_pa.gather(1, answer_token[:, None])[:, 0], 0.0)
         else:
             answer_token = shadow
@@ -311,7 +324,8 @@ def generate(model, tokenizer, prompts: list[list[int]], mode: str, samples_per_
         rows.advance(token, matcher, stop_ids, prefill_lens, max_cot_tokens, max_answer_tokens)  # §3
         if step % 8 == 7 and bool((rows.phase == STEP_PAD).all()):  # a host sync, so only every few steps
             break
-        logits = model(embeds=embeds[:, None], start_pos=P + step, pad_lens=pad_lens, use_cache=True)[:, -1]
+        logits = model.decode_step(embeds[:, None], slot, pad_lens)
+        slot += 1
     model.setup_cache(0, 0)
 
     tokens, kinds = torch.stack(rec_tokens, 1), torch.stack(rec_kinds, 1)   # (N, S)

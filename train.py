@@ -51,7 +51,7 @@ from tokenizer import load_tokenizer
 # Flags that may differ from the stored run on --resume: they change how long it runs, when it saves and
 # how the update is chunked, not what it learns. --steps stretches the cosine schedule (lr_at) to the new end.
 RESUME_SAFE = {"steps", "eval_every", "save_every", "save_minutes", "max_bad_steps", "micro_batch",
-               "activation_checkpointing", "out_dir", "resume"}
+               "activation_checkpointing", "compile", "out_dir", "resume"}
 RUN_FILES = ["metrics.jsonl", "samples.jsonl", "best", "last", "best.tmp", "last.tmp", "best.old", "last.old"]
 COLLAPSE_EXTRACTION = 0.25  # validation extraction rate below this fraction of the base model's = collapse
 VAL_BATCH = {"cuda": 64, "cpu": 16}  # validation rows per generate call; small on CPU so the progress bar moves
@@ -92,6 +92,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--grad-clip", type=finite_float, default=1.0, help="max gradient norm (> 0)")
     ap.add_argument("--micro-batch", type=int, default=8, help="rows per log_prob forward/backward")
     ap.add_argument("--activation-checkpointing", action="store_true")
+    ap.add_argument("--compile", action="store_true",
+                    help="torch.compile the rollouts' decode step (model.compile_decode_step; not with --fsdp)")
     ap.add_argument("--fsdp", action="store_true",
                     help="shard weights, gradients and AdamW state over the ranks (FSDP2; under torchrun, >= 2 ranks)")
     ap.add_argument("--eval-every", type=int)
@@ -155,6 +157,8 @@ def get_args(argv=None, stored: dict | None = None):
         problems.append("--lr must be in (0, 1)")
     if args.grad_clip <= 0:
         problems.append("--grad-clip must be > 0 (it is the largest gradient norm an update may have)")
+    if args.compile and args.fsdp:
+        problems.append("--compile is not supported with --fsdp (the compiled step would have to trace FSDP's hooks)")
     if problems:
         ap.error("; ".join(problems))
     return args
@@ -523,6 +527,8 @@ class Trainer:
         self.model.gradient_checkpointing = args.activation_checkpointing
         self.autocast = torch.autocast("cuda", dtype=torch.bfloat16) if "cuda" in self.device else nullcontext()
         self.root = shard(self.model, self.device) if args.fsdp else None
+        if args.compile:
+            self.model.compile_decode_step()
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
         if state and args.fsdp and os.path.isdir(os.path.join(resume_from, "optimizer")):  # absent: no state yet
             load_optimizer_shards(self.root, self.optimizer, os.path.join(resume_from, "optimizer"))
@@ -586,8 +592,9 @@ class Trainer:
                 t0 = time.time()
                 problems = step_problems(self.step, len(self.train_set), B, args.seed)
                 roll = self.rollouts(problems)                                      # §4: no gradient
-                my_rewards = torch.tensor([reward(text, self.train_set[problems[r // G]].answer)
-                                           for r, text in zip(self.rows, roll.answer_text)], device=self.device)
+                my_problems = [self.train_set[problems[r // G]] for r in self.rows]
+                my_rewards = torch.tensor([reward(text, p.answer, p.numeral_answer)
+                                           for p, text in zip(my_problems, roll.answer_text)], device=self.device)
                 rewards = gather(my_rewards, self.world).view(B, G)                 # Eq. 11, every rank's rows
                 advantages = rloo_advantages(rewards).flatten()[self.rows.start:self.rows.stop]  # Eq. 12
                 t1 = time.time()
@@ -722,7 +729,8 @@ class Trainer:
                                  tau=0.0 if args.mode == "hard" else args.tau, sigma=0.0,
                                  max_cot_tokens=args.max_cot_tokens, max_answer_tokens=args.max_answer_tokens,
                                  answer_tau=0.0)
-                scores = [reward(text, self.val_set[j].answer) for text, j in zip(r.answer_text, idx)]
+                scores = [reward(text, self.val_set[j].answer, self.val_set[j].numeral_answer)
+                          for text, j in zip(r.answer_text, idx)]
                 counts += torch.tensor([sum(s == 100 for s in scores), sum(s >= 10 for s in scores)],
                                        dtype=torch.float64, device=self.device)
                 bar.update(len(idx))

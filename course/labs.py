@@ -87,7 +87,8 @@ class Base:
         with torch.no_grad():
             r = generate(self.model, self.tok, self.prompts(problems), mode, samples_per_prompt=samples,
                          max_cot_tokens=COT_TOKENS, **kwargs)
-        rewards = [reward(text, problems[i // samples].answer) for i, text in enumerate(r.answer_text)]
+        rewards = [reward(text, problems[i // samples].answer, problems[i // samples].numeral_answer)
+                   for i, text in enumerate(r.answer_text)]
         return r, rewards
 
 

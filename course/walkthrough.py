@@ -39,7 +39,8 @@ print(f"question: {problem.question!r}  gold answer: {problem.answer}  prompt: {
 # %% 1. A hard CoT (§2): sample a token from softmax(logits / τ), feed its embedding
 hard = generate(model.eval(), tok, [prompt], "hard", samples_per_prompt=G, max_cot_tokens=COT, seed=0)
 print("hard CoT of sample 0:", repr(hard.cot_text[0][-120:]))
-print("its answer:", repr(hard.answer_text[0]), "-> reward", reward(hard.answer_text[0], problem.answer), "(Eq. 11)")
+print("its answer:", repr(hard.answer_text[0]), "-> reward",
+      reward(hard.answer_text[0], problem.answer, problem.numeral_answer), "(Eq. 11)")
 
 # %% 2. Soft and fuzzy inputs (Eq. 3, 5-6): mean = softmax(logits / τ) E, plus noise σ ε, σ = 0.33 × RMS(E)
 E = model.embed_tokens.weight.detach()
@@ -62,7 +63,7 @@ print(f"log N(h̃; μ, σ²I) = {float(ours):.2f} (torch.distributions: {float(r
 print("log π of each trajectory, as recorded while generating:", [round(v, 1) for v in fuzzy.logp.tolist()])
 
 # %% 4. Rewards (Eq. 11) and RLOO advantages (Eq. 12): each sample against the mean of the others
-rewards = torch.tensor([[reward(text, problem.answer) for text in fuzzy.answer_text]])
+rewards = torch.tensor([[reward(text, problem.answer, problem.numeral_answer) for text in fuzzy.answer_text]])
 advantages = rloo_advantages(rewards)
 print("rewards:", rewards.tolist(), " advantages:", [round(a, 1) for a in advantages[0].tolist()])
 if rewards.std() == 0:

@@ -497,7 +497,13 @@ def test_lab_task_splits_are_disjoint_and_answers_right():
     for p in (p for problems in splits.values() for p in problems):
         _, _, a, op, b = p.question.rstrip("?").split()
         assert str(ops[op](int(a), int(b))) == p.answer, p
-        assert not any(c in p.question for c in "+-*"), p  # words only: a boxed copy of the question scores 10
+        assert p.numeral_answer and not any(c in p.question for c in "+-*"), p
+    # the question's own expression, boxed, is not an answer there (Math-Verify alone would compute it)
+    for text, want in [("\\boxed{17 - 9}", 10.0), ("\\boxed{[17-9]}", 10.0), ("\\boxed{7 * 1}", 10.0),
+                       ("\\boxed{8}.", 100.0), ("\\boxed{8.0}", 100.0), ("\\boxed{\\$8}", 100.0), ("\\boxed{+8}", 100.0),
+                       ("\\boxed{8 apples}", 10.0), ("\\boxed{9}", 10.0)]:
+        assert reward(text, "8", numeral_only=True) == want, text
+    assert reward("\\boxed{17 - 9}", "8") == reward("\\boxed{1,234}", "1234", numeral_only=True) == 100.0
     assert load_dataset("lab", "validation", limit=5) == splits["validation"][:5]
     with pytest.raises(ValueError, match="lab task is generated in code"):
         load_dataset("lab", "train", data_path="x.jsonl")

@@ -16,6 +16,7 @@ import evaluate
 import ood
 import replicate
 import train
+from data import DATASET_DEFAULTS
 
 
 @pytest.mark.slow  # spawns train.py, evaluate.py and ood.py (about 15-25 s on 2 cores)
@@ -199,7 +200,8 @@ def test_an_interrupted_run_is_resumed_and_a_run_without_checkpoint_restarted(tm
     assert len(trains) == 1 and "--resume" in trains[0] and flag(trains[0], "--out-dir").endswith("fuzzy-s0")
     assert "hard-s0: finished, skipped" in capsys.readouterr().out  # last/ at step 3, summary line lost
 
-    with pytest.raises(SystemExit, match=r"hard-s0 holds a run made with other flags \(--lr 0.0001 there, 0.0003 now"):
+    lab_lr = DATASET_DEFAULTS["lab"]["lr"]
+    with pytest.raises(SystemExit, match=rf"hard-s0 holds a run made with other flags \(--lr {lab_lr} there, 0.0003 now"):
         replicate.main([*argv, "--train-args", "--steps 3 --lr 3e-4"])  # would report those runs as this one's
 
     shutil.rmtree(run_dir / "last")  # stopped before its first checkpoint: metrics.jsonl only

@@ -30,7 +30,7 @@ def parse_error(capsys, argv, stored=None) -> str:
     (["--warmup-steps", "-1"], "--warmup-steps must be >= 0"), (["--save-every", "-1"], "--save-every must be >= 0"),
     (["--max-bad-steps", "0"], "--max-bad-steps must be >= 1"),
     (["--weight-decay", "-0.1"], "--weight-decay must be >= 0"),
-    (["--resume", "--overwrite"], "choose one"),
+    (["--resume", "--overwrite"], "choose one"), (["--compile", "--fsdp"], "--compile is not supported with --fsdp"),
 ])
 def test_bad_flags_fail_at_once(capsys, argv, message):
     assert message in parse_error(capsys, argv)
