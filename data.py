@@ -64,7 +64,7 @@ DATASET_DEFAULTS = {
                   warmup_steps=20, eval_every=100, val_size=200, prompt_format="raw"),
     "arithmetic": dict(steps=60, samples_per_prompt=8, prompts_per_step=2, max_cot_tokens=48, lr=3e-5,
                        warmup_steps=20, eval_every=15, val_size=40, prompt_format="chat"),  # raw: ~0% at 135M
-    "lab": dict(steps=30, samples_per_prompt=8, prompts_per_step=2, max_cot_tokens=8, lr=3e-5,
+    "lab": dict(steps=25, samples_per_prompt=16, prompts_per_step=2, max_cot_tokens=8, lr=3e-5,
                 warmup_steps=3, eval_every=5, val_size=50, prompt_format="chat"),  # tuned: course/README.md
 }
 FALLBACK_DEFAULTS = dict(DATASET_DEFAULTS["gsm8k"], max_cot_tokens=512)  # MATH-style sets (§3)

@@ -46,7 +46,7 @@ MODES = ("hard", "soft", "fuzzy")
 # Hyperparameters of the two presets; --train-args / --eval-args / --ood-args / --ood-limit win over them.
 PRESETS = {
     # A 2-core CPU: the offline default model (SmolLM2-135M) on the course's lab task (data.py's `lab` defaults:
-    # 2 prompts x 8 samples, CoT 8, lr 3e-5, 30 steps, validation every 5); 50 test problems, 4 samples each;
+    # 2 prompts x 16 samples, CoT 8, lr 3e-5, 25 steps, validation every 5); 50 test problems, 4 samples each;
     # 30 questions per OOD set.
     "cpu": {"train": "--model smollm2-135m-instruct --dataset lab --sigma 0.33",
             "eval": "--limit 50 --n-samples 4 --k 1,4",
@@ -83,6 +83,8 @@ def get_args(argv=None):
     ap.add_argument("--ood-limit", type=int, default=None, help="questions per OOD set (default: the preset's, cpu "
                     "60, paper all; 0: all)")
     ap.add_argument("--no-ood", action="store_true", help="skip the out-of-domain evaluation")
+    ap.add_argument("--train-only", action="store_true",
+                    help="train every run, then stop; the same command without it evaluates them and writes the report")
     ap.add_argument("--jobs", type=int, default=1, help="commands run at once (default 1). On a CPU, 2 runs on 1 "
                     "thread each finish sooner than 2 runs one after the other on 2 threads; each command then gets "
                     "OMP_NUM_THREADS = cores / jobs unless OMP_NUM_THREADS is set")
@@ -361,6 +363,10 @@ def main(argv=None):
         if train_status(run["out_dir"], run["train"]) != "done":
             raise SystemExit(f"replicate.py: train.py exited 0 but {run['out_dir']} is not at step "
                              f"{run['train'].steps}; see {os.path.join(root, 'logs', 'train_' + run['name'] + '.log')}")
+    if args.train_only:
+        print(f"--train-only: {len(plan['runs'])} runs trained in {root}/runs; evaluate them with the same command "
+              "without --train-only")
+        return
 
     # Which model each run selected (§5): best/, or the base model when no step beat it.
     models = [("base", plan["base_model"])]

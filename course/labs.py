@@ -127,17 +127,19 @@ def lab1(base: Base, root: str):
 
 
 def lab2(root: str, jobs: int):
-    """The six settings of §7 on the base model: replicate.py's evaluation (seed 0, lab 5 runs it) and evaluate.py
-    with the same flags at seeds 1 and 2 for the sample settings (the greedy ones draw no random numbers)."""
-    base_eval = os.path.join(replicate.get_args(REPLICATE_ARGV).root, "eval", "base.json")
-    if not os.path.exists(base_eval):
-        raise SystemExit(f"lab 2 reads {base_eval}: run lab 5 first (python course/labs.py --labs 5)")
+    """The six settings of §7 on the base model: evaluate.py with replicate.py's flags, at seeds 0, 1, 2 (seeds 1 and 2:
+    the sample settings only, since the greedy ones draw no random numbers). Seed 0 is replicate.py's base
+    evaluation when it has run."""
     flags = shlex.split(replicate.PRESETS["cpu"]["eval"])
-    commands, outputs = [], {SEEDS[0]: base_eval}
-    for seed in SEEDS[1:]:
+    replicate_base = os.path.join(replicate.get_args(REPLICATE_ARGV).root, "eval", "base.json")
+    commands, outputs = [], {}
+    for seed in SEEDS:
         outputs[seed] = os.path.join(root, f"lab2_base_s{seed}.json")
-        argv = ["--model", MODEL, "--dataset", DATASET, *flags, "--seed", str(seed), "--output", outputs[seed],
-                "--settings", "hard-sample,soft-sample,fuzzy-sample"]
+        if seed == SEEDS[0] and os.path.exists(replicate_base):
+            outputs[seed] = replicate_base
+        argv = ["--model", MODEL, "--dataset", DATASET, *flags, "--seed", str(seed), "--output", outputs[seed]]
+        if seed != SEEDS[0]:
+            argv += ["--settings", "hard-sample,soft-sample,fuzzy-sample"]
         if not os.path.exists(outputs[seed]):
             commands.append(([sys.executable, os.path.join(REPO, "evaluate.py"), *argv], f"lab2_s{seed}"))
     replicate.run_all(commands, root, jobs)
@@ -228,8 +230,9 @@ def write_markdown(name: str, rows: list[dict]):
 
 
 def lab5(jobs: int):
-    """The lab preset: 3 modes x 3 seeds (replicate.py's CPU preset, which also evaluates them for the report)."""
-    replicate.main([*REPLICATE_ARGV, "--jobs", str(jobs)])
+    """The lab preset: 3 modes x 3 seeds, trained by replicate.py's CPU preset (`replicate.py --preset cpu` then
+    evaluates them for its report)."""
+    replicate.main([*REPLICATE_ARGV, "--jobs", str(jobs), "--train-only"])
     runs = {mode: replicate_runs(mode) for mode in ("hard", "soft", "fuzzy")}
     rows = [run_rows(d, mode=m, seed=s, advantages="rloo") for m, dirs in runs.items() for s, d in zip(SEEDS, dirs)]
     write_jsonl("lab5_runs.jsonl", rows)

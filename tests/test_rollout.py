@@ -264,6 +264,12 @@ def test_compiled_decode_step_equals_eager_token_for_token():
         assert torch.equal(e.tokens, c.tokens) and torch.equal(e.step_kinds, c.step_kinds)
         assert torch.allclose(e.logp, c.logp, atol=1e-4)
     assert len(set(eager[2].tokens.flatten().tolist())) > 10  # the sampled rollouts are not trivial
+    with torch.no_grad():  # weights change in place, as an optimizer step changes them: the compiled step follows
+        model.lm_head.weight.add_(torch.randn(model.lm_head.weight.shape, generator=torch.Generator().manual_seed(0)))
+    compiled_after = roll(*runs[0])
+    model.compiled_decode_step = None
+    eager_after = roll(*runs[0])
+    assert torch.equal(compiled_after.tokens, eager_after.tokens) and not torch.equal(eager_after.tokens, eager[0].tokens)
 
 
 def test_bad_arguments_are_refused():
