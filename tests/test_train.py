@@ -136,6 +136,22 @@ def test_stopped_runs_resume_exactly_with_only_resume_and_out_dir(answering_mode
 
 
 @pytest.mark.slow
+def test_compile_trains_like_eager(answering_model, tmp_path):
+    """--compile: rollouts, validation and updates as in eager mode: the same rewards, the same weights."""
+    args = ["train.py", "--model", answering_model, *FAST, "--steps", "2", "--eval-every", "1",
+            "--val-size", "8"]  # validation's batch = the rollouts' (2 x 4 rows): one compilation, not two
+    for name, extra in (("eager", []), ("compiled", ["--compile"])):
+        result = run([*args, *extra, "--out-dir", str(tmp_path / name)])
+        assert result.returncode == 0, result.stderr[-2000:]
+    eager, compiled = metrics(tmp_path / "eager"), metrics(tmp_path / "compiled")
+    for key in ("reward", "val_accuracy", "cot_len", "answer_len"):
+        assert [m.get(key) for m in eager] == [m.get(key) for m in compiled], key
+    assert any(m.get("grad_norm") for m in eager)  # the weights did move
+    for name, tensor in weights(tmp_path / "eager").items():
+        assert torch.allclose(tensor, weights(tmp_path / "compiled")[name], atol=1e-5), name
+
+
+@pytest.mark.slow
 def test_a_run_that_collapses_never_writes_best_and_says_so(answering_model, tmp_path):
     """--lr 0.9 wrecks the tiny model within a step: no validation beats the base model's step-0 score, so best/
     is never written, and the collapse is reported in the log, the final line and metrics.jsonl."""
