@@ -206,7 +206,8 @@ def categorical(probs: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
     tensor([2])
     """
     cdf = probs.double().cumsum(-1)                                               # (N, V)
-    return torch.searchsorted(cdf, (u * cdf[:, -1])[:, None], right=True)[:, 0]  # probs need not sum to 1
+    drawn = torch.searchsorted(cdf, (u * cdf[:, -1])[:, None], right=True)[:, 0]  # probs need not sum to 1
+    return drawn.clamp(max=probs.shape[1] - 1)  # u * total can round up to the total (odds ~2^-53)
 
 
 def soft_mean(logits: torch.Tensor, E: torch.Tensor, tau: float) -> torch.Tensor:
