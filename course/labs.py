@@ -140,8 +140,8 @@ def lab2(root: str, jobs: int):
         argv = ["--model", MODEL, "--dataset", DATASET, *flags, "--seed", str(seed), "--output", outputs[seed]]
         if seed != SEEDS[0]:
             argv += ["--settings", "hard-sample,soft-sample,fuzzy-sample"]
-        if not os.path.exists(outputs[seed]):
-            commands.append(([sys.executable, os.path.join(REPO, "evaluate.py"), *argv], f"lab2_s{seed}"))
+        # always run: evaluate.py skips the settings an earlier (interrupted) run of it finished
+        commands.append(([sys.executable, os.path.join(REPO, "evaluate.py"), *argv], f"lab2_s{seed}"))
     replicate.run_all(commands, root, jobs)
     rows = [{"setting": row["setting"], "seed": seed, "pass@1": row["pass@1"],
              "pass@4": row.get("pass@4"), "cot_len": row["cot_len"]}
