@@ -277,7 +277,7 @@ def lab_problems(split: str) -> list[Problem]:
     Problem("What is 7 plus 5?", "12"), Problem("What is 12 minus 5?", "7"), Problem("What is 7 times 5?", "35").
     Only a numeral answer counts (numeral_answer): Math-Verify reads a boxed "7 * 5" as 35, and a model that copies
     the question into the box as an expression scores 100 without computing anything. Words in the question
-    did not stop that: the model learned to write "17 - 9" for "17 minus 9" (course/README.md §3)."""
+    did not stop that: the model learned to write "17 - 9" for "17 minus 9" (course/README.md, "Labs")."""
     if split not in LAB_SPLITS:
         raise ValueError(f"lab has splits {sorted(set(LAB_SPLITS))}, not {split!r}")
     problems = [p for a in range(1, 11) for b in range(1, 11)
@@ -380,7 +380,7 @@ def is_correct(pred: str, label: str, numeral_only: bool = False) -> bool:
 
     Math-Verify computes what it parses, so "9 \\times 2" counts for 18, as in the paper. `numeral_only` (the lab
     task) also asks for a numeral: there the 135M model learns to box the question's own "17 - 9" instead of
-    answering it (course/README.md §3)."""
+    answering it (course/README.md, "Labs")."""
     if numeral_only and not is_numeral(pred):
         return False
     gold, answer = _parse(label), _parse(pred)

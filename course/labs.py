@@ -1,4 +1,4 @@
-"""The labs' expected results (course/README.md §3), measured with 3 seeds and written to course/expected/.
+"""The labs' expected results (course/README.md, "Labs"), measured with 3 seeds and written to course/expected/.
 
     python course/labs.py                      # everything: ~1.5 h on 2 CPU cores, restart-safe
     python course/labs.py --labs 1,3,4         # the rollout-only labs: minutes
@@ -127,8 +127,8 @@ def lab1(base: Base, root: str):
 
 
 def lab2(root: str, jobs: int):
-    """The six settings of §7 on the base model: evaluate.py with replicate.py's flags, at seeds 0, 1, 2 (seeds 1 and 2:
-    the sample settings only, since the greedy ones draw no random numbers). Seed 0 is replicate.py's base
+    """The six settings of §7 on the base model: evaluate.py with replicate.py's flags, at seeds 0, 1, 2 (seeds 1
+    and 2: the sample settings only, since the greedy ones draw no random numbers). Seed 0 is replicate.py's base
     evaluation when it has run."""
     flags = shlex.split(replicate.PRESETS["cpu"]["eval"])
     replicate_base = os.path.join(replicate.get_args(REPLICATE_ARGV).root, "eval", "base.json")
