@@ -60,11 +60,11 @@ LAB_SPLITS = ("test", "validation", "train", "train", "train")  # a lab question
 # Per-dataset defaults. gsm8k: the paper's values (§3, §5). arithmetic: the offline default, sized so the
 # 135M default model shows steps, reward and a validation score on a 2-core CPU within minutes.
 DATASET_DEFAULTS = {
-    "gsm8k": dict(steps=4000, samples_per_prompt=32, prompts_per_step=2, max_cot_tokens=128, lr=6e-6,
+    "gsm8k": dict(steps=4000, samples_per_prompt=32, prompts_per_step=2, max_cot_tokens=128, lr=6e-6, sigma=0.33,
                   warmup_steps=20, eval_every=100, val_size=200, prompt_format="raw"),
-    "arithmetic": dict(steps=60, samples_per_prompt=8, prompts_per_step=2, max_cot_tokens=48, lr=3e-5,
+    "arithmetic": dict(steps=60, samples_per_prompt=8, prompts_per_step=2, max_cot_tokens=48, lr=3e-5, sigma=0.33,
                        warmup_steps=20, eval_every=15, val_size=40, prompt_format="chat"),  # raw: ~0% at 135M
-    "lab": dict(steps=25, samples_per_prompt=16, prompts_per_step=2, max_cot_tokens=8, lr=3e-5,
+    "lab": dict(steps=25, samples_per_prompt=16, prompts_per_step=2, max_cot_tokens=8, lr=3e-5, sigma=1.0,
                 warmup_steps=3, eval_every=5, val_size=50, prompt_format="chat"),  # tuned: course/README.md
 }
 FALLBACK_DEFAULTS = dict(DATASET_DEFAULTS["gsm8k"], max_cot_tokens=512)  # MATH-style sets (§3)

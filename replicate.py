@@ -46,9 +46,9 @@ MODES = ("hard", "soft", "fuzzy")
 # Hyperparameters of the two presets; --train-args / --eval-args / --ood-args / --ood-limit win over them.
 PRESETS = {
     # A 2-core CPU: the offline default model (SmolLM2-135M) on the course's lab task (data.py's `lab` defaults:
-    # 2 prompts x 16 samples, CoT 8, lr 3e-5, 25 steps, validation every 5); 50 test problems, 4 samples each;
-    # 30 questions per OOD set.
-    "cpu": {"train": "--model smollm2-135m-instruct --dataset lab --sigma 0.33",
+    # 2 prompts x 16 samples, CoT 8, lr 3e-5, sigma 1.0, 25 steps, validation every 5); 50 test problems,
+    # 4 samples each (sampled soft/fuzzy at evaluate.py's sigma, the paper's 0.33); 30 questions per OOD set.
+    "cpu": {"train": "--model smollm2-135m-instruct --dataset lab",
             "eval": "--limit 50 --n-samples 4 --k 1,4",
             "ood_limit": 30, "nproc_per_node": 1},
     # The paper's GSM8K setting (§5): Llama 3.2 3B, 2 prompts x 32 samples, CoT 128, 4,000 steps, lr 6e-6, raw

@@ -72,7 +72,8 @@ def finite_float(text: str) -> float:
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--mode", choices=["hard", "soft", "fuzzy"], default="fuzzy")
-    ap.add_argument("--sigma", type=finite_float, default=0.33, help="noise multiplier: σ = sigma × RMS(E) (§2)")
+    ap.add_argument("--sigma", type=finite_float,
+                    help="noise multiplier: σ = sigma × RMS(E) (§2; default: the paper's 0.33, lab 1.0)")
     ap.add_argument("--tau", type=finite_float, default=None,
                     help="CoT temperature (default: hard 1.0, soft 0.5, fuzzy 1e-4)")
     ap.add_argument("--answer-tau", type=finite_float, default=1.0, help="answer temperature in training (§3)")

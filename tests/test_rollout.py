@@ -197,8 +197,9 @@ def test_shared_prompt_update_equals_per_row_update(mode, checkpointing, monkeyp
     assert [shape[0] for shape in prompt_batches if shape[1] == P][:2] == [2, 2]
     monkeypatch.setattr(rollout, "teacher_forced_logits", per_row_teacher_forced_logits)
     per_row = gradients([list(range(12))])
-    for ours, reference in zip(shared, per_row):
-        assert torch.allclose(ours, reference, atol=1e-5, rtol=1e-4), (ours - reference).abs().max()
+    scale = max(g.abs().max() for g in per_row)  # soft's gradients reach ~1e2 (the 1/σ² of Eq. 10): float32
+    for ours, reference in zip(shared, per_row):  # summation order differs by ~1e-7 of that, and with the threads
+        assert torch.allclose(ours, reference, atol=1e-6 * scale, rtol=1e-4), (ours - reference).abs().max() / scale
     assert any(g.abs().sum() > 0 for g in shared)
 
 

@@ -39,6 +39,9 @@ def test_bad_flags_fail_at_once(capsys, argv, message):
 def test_defaults_per_dataset_and_mode():
     assert train.get_args(["--dataset", "gsm8k"]).max_cot_tokens == 128  # the paper's GSM8K budget (§3)
     assert train.get_args(["--mode", "soft"]).tau == 0.5 and train.get_args([]).tau == 0.0001
+    # σ: the paper's 0.33 except on the lab task (course/README.md, "How it was tuned"); a flag wins
+    assert [train.get_args(["--dataset", d]).sigma for d in ("gsm8k", "arithmetic", "math500", "lab")] == [0.33] * 3 + [1.0]
+    assert train.get_args(["--dataset", "lab", "--sigma", "0.33"]).sigma == 0.33
 
 
 def stored_run():
