@@ -395,12 +395,13 @@ def anchored_surrogate(logits, E, residual, top_ids, top_logits, tau: float) -> 
     return surrogate - surrogate.detach()
 
 
-def log_prob(model, rollout: Rollout, anchored: bool = True) -> torch.Tensor:
-    """(N,) log π(trajectory) under the current parameters, with gradients: one teacher-forced forward (§4).
+def step_log_probs(model, rollout: Rollout, anchored: bool = True) -> torch.Tensor:
+    """(N, S) log π of each recorded step's action under the current parameters, with gradients: one
+    teacher-forced forward (§4). `log_prob` sums them; `rollout.step_kinds` says which step is which.
 
     At a CoT step the recorded noisy h̃_t is the (detached) action and μ_t = p_{t-1} E is recomputed from the
     parameters; at an answer step the token is the action. Prefill tokens are given, not sampled, and padding
-    never counts. `anchored=False` is the textbook form of Eq. 10; `anchored_surrogate` says why training
+    never counts (zero). `anchored=False` is the textbook form of Eq. 10; `anchored_surrogate` says why training
     anchors it. Each term is computed on its own steps only: the (steps, V) tensors are the memory peak.
     """
     r = rollout
@@ -420,7 +421,12 @@ def log_prob(model, rollout: Rollout, anchored: bool = True) -> torch.Tensor:
         terms[cot] = gaussian_log_prob(r.cot_embeds[cot], r.cot_means[cot], r.sigma_abs) + anchored_surrogate(
             logits[cot], E, residual, r.cot_top_ids[cot], r.cot_top_logits[cot], r.tau)
     terms[answer] = F.log_softmax(logits[answer] / r.answer_tau, -1).gather(-1, r.tokens[answer][:, None])[:, 0]
-    return terms.sum(1)
+    return terms
+
+
+def log_prob(model, rollout: Rollout, anchored: bool = True) -> torch.Tensor:
+    """(N,) log π(trajectory): the CoT and answer steps' log-probabilities summed (Eq. 9-10, §4)."""
+    return step_log_probs(model, rollout, anchored).sum(1)
 
 
 if __name__ == "__main__":

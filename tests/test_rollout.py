@@ -13,7 +13,7 @@ import rollout
 from bench import per_row_teacher_forced_logits
 
 from rollout import (STEP_ANSWER, STEP_COT, STEP_PREFILL, STOP_TEXT, StopMatcher, gaussian_log_prob,
-                     generate, log_prob, noise_scale, soft_mean, teacher_forced_logits)
+                     generate, log_prob, noise_scale, soft_mean, step_log_probs, teacher_forced_logits)
 from toy import PIECES, PROMPTS, ToyTokenizer, tiny_model
 
 
@@ -123,6 +123,9 @@ def test_generation_logp_equals_teacher_forced_log_prob(mode):
     with torch.no_grad():
         teacher = log_prob(model, r)
         textbook = log_prob(model, r, anchored=False)  # Eq. 10 with the teacher-forced mean: checks the alignment
+        steps = step_log_probs(model, r)                # (N, S): only the CoT and answer steps are actions
+    actions = (r.step_kinds == STEP_COT) | (r.step_kinds == STEP_ANSWER)
+    assert (steps[~actions] == 0).all() and (steps[actions] != 0).all() and torch.equal(steps.sum(1), teacher)
     assert torch.allclose(r.logp, teacher, rtol=1e-4, atol=1e-3), (r.logp - teacher).abs().max()
     assert torch.allclose(r.logp, textbook, rtol=1e-4, atol=1e-3), (r.logp - textbook).abs().max()
     if mode != "hard":  # in fp32 the teacher-forced means are the ones the noise was drawn around
