@@ -2,7 +2,7 @@
 
     python results/rescore_numerals.py out-replicate-cpu/eval/*.json
 
-Made for the replication of commit 6e6fe63 (results/replicate_cpu/, lenient reward): its trained models' correct
+Made for the replication of commit 6e6fe63 (results/replicate_cpu_withdrawn/, lenient reward): its trained models' correct
 answers turned out to be the question's own expression boxed ("17 - 9"), which Math-Verify computes. This prints,
 per file and setting, pass@1 as scored then and with only numeral answers counted.
 """
