@@ -28,7 +28,7 @@ from tokenizer import load_tokenizer  # noqa: E402
 def grad_norm(model, loss) -> float:
     model.zero_grad(set_to_none=True)
     loss.backward(retain_graph=True)
-    return torch.sqrt(sum(p.grad.pow(2).sum() for p in model.parameters() if p.grad is not None)).item()
+    return torch.nn.utils.get_total_norm([p.grad for p in model.parameters() if p.grad is not None]).item()
 
 
 def main():
