@@ -3,8 +3,8 @@
     python results/gradient_split.py --sigmas 0.33 1.0          # the base model on the lab task: ~5 min, 2 cores
 
 For each mode, σ and seed: one step of the lab preset on the base model (2 prompts × 16 samples, CoT 8; seed s
-takes the training split's prompts 2s and 2s + 1), its rewards and RLOO advantages (Eq. 11-12), then the gradient norm of
-the loss (Eq. 13-14) restricted to the CoT steps' log-probabilities, and restricted to the answer steps'. The
+takes the training split's prompts 2s and 2s + 1), its rewards and RLOO advantages (Eq. 11-12), then the
+gradient norm of the loss (Eq. 13-14) restricted to the CoT steps' log-probabilities, and to the answer steps'. The
 CoT part of soft and fuzzy is Eq. 10, whose gradient carries a 1/σ: where it dwarfs the answer part, gradient
 clipping and Adam's normalisation leave the answer tokens, which earn the reward, little of each step
 (course/README.md, "How it was tuned").
