@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The README's GPU figures, about 10 minutes on one H200 (results/bench_gpu_2026-11-26.md):
+# The README's GPU figures, about 15 minutes on one H200 (results/bench_gpu_2026-11-26.md):
 #   1. bench.py --compile: our hard / soft / fuzzy rollouts, eager and compiled, against transformers' generate on
 #      the same random weights, SmolLM2-135M and Llama-3.2-3B shapes, batch 32 and 256, CoT 128 + answer 32
 #      (the paper's GSM8K budget). If compiling fails, the same without --compile.
@@ -10,6 +10,7 @@
 #      weights can be had offline). A random model never answers correctly, but 58 of the 49,152 tokens hold a '}',
 #      so a few % of its 32-token answers close the \boxed{ } and earn the format reward (10): most groups of 32
 #      carry a signal and the update runs as in a real run.
+#   4. the first 8 steps of that run again with --compile (compare run_compiled_metrics.jsonl with run_metrics.jsonl).
 # Each part stops at its own limit and at the deadline (BUDGET_S seconds after the start, default 900); what
 # finished is kept under OUTDIR.
 #
@@ -81,5 +82,12 @@ part "train.py $TRAIN_SHAPE shape, GSM8K, $STEPS steps" 300 python3 train.py --m
   --data-path "$DATA" --mode fuzzy --steps "$STEPS" --prompts-per-step 2 --samples-per-prompt "$G" \
   --max-cot-tokens "$COT" --eval-every "$STEPS" --val-size 16 --out-dir "$RUN/out" --overwrite
 cp "$RUN/out/metrics.jsonl" "$OUT/run_metrics.jsonl" 2>/dev/null
+rm -rf "$RUN/out"  # its last/ holds 36 GB (weights and AdamW state): two would not fit a 64 GB disk
+
+# 4. the same run with --compile, a few steps: the compiled decode step under autocast, and its compilations
+part "train.py --compile, $TRAIN_SHAPE shape, 8 steps" 240 python3 train.py --model "$RUN/model" --dataset gsm8k \
+  --data-path "$DATA" --mode fuzzy --steps 8 --prompts-per-step 2 --samples-per-prompt "$G" \
+  --max-cot-tokens "$COT" --eval-every 8 --val-size 16 --out-dir "$RUN/out-compiled" --overwrite --compile
+cp "$RUN/out-compiled/metrics.jsonl" "$OUT/run_compiled_metrics.jsonl" 2>/dev/null
 
 grep -h -E "^\| |^==|^RLOO step|^the same update|^peak|^device|^done" "$LOG" | tail -80
