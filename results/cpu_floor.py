@@ -42,6 +42,8 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--repeats", type=int, default=3)
     args = ap.parse_args()
+    if args.repeats < 1:
+        ap.error(f"--repeats must be at least 1, got {args.repeats}")
     torch.set_num_threads(1)
     cfg = SHAPES["smollm2-135m"]
     model, _ = build_models(cfg, "cpu", torch.float32, with_transformers=False)

@@ -22,6 +22,9 @@ set -u
 OUT=${1:?usage: bash results/gpu_check.sh OUTDIR DATA_DIR TOKENIZER_DIR}
 DATA=${2:?DATA_DIR}
 TOK=${3:?TOKENIZER_DIR}
+for f in "$DATA/train.jsonl" "$TOK/tokenizer.json" "$TOK/tokenizer_config.json"; do  # before 10 minutes of benches
+  [ -f "$f" ] || { echo "results/gpu_check.sh: $f not found (see the usage above)" >&2; exit 2; }
+done
 SHAPES=${SHAPES:-smollm2-135m llama-3.2-3b}
 BATCHES=${BATCHES:-32,256}
 COT=${COT:-128}
