@@ -4,7 +4,8 @@
     python course/labs.py --labs 1,3,4         # the rollout-only labs: minutes
 
 Every lab uses the offline default model on the `lab` task (data.py). The training runs are replicate.py's CPU
-preset (3 modes x 3 seeds; run through it, so finished runs are skipped); lab 6 adds course/grpo.py runs.
+preset (3 modes x 3 seeds; run through it, so finished runs are skipped); labs 6 and 7 add course/grpo.py
+and course/answer_only.py runs.
 What each lab writes to course/expected/ (JSONL: one row per seed and setting; PNG: mean and min-max over seeds):
   lab 1  lab1_cot.jsonl              hard / soft / fuzzy CoTs on the test problems, greedy and sampled
   lab 2  lab2_settings.{jsonl,png}   the six inference settings of §7 on 50 test problems (base model)
@@ -12,6 +13,7 @@ What each lab writes to course/expected/ (JSONL: one row per seed and setting; P
   lab 4  lab4_groups.{jsonl,png}     the share of no-signal groups for G = 2 / 4 / 8 / 16
   lab 5  lab5_runs.{jsonl,md}, lab5_curves.png, lab5_entropy.png: the lab preset, 3 modes x 3 seeds
   lab 6  lab6_grpo.{jsonl,md,png}    RLOO vs GRPO-style advantages, fuzzy training
+  lab 7  lab7_answer_only.{jsonl,md,png}  soft training with and without the CoT steps' gradient (Eq. 10)
 Labs 1, 3 and 4 are rollouts of the base model (no training), cached in ROOT (default out-labs, git-ignored).
 """
 
@@ -40,7 +42,7 @@ from tokenizer import load_tokenizer  # noqa: E402
 
 MODEL, DATASET, SEEDS = "smollm2-135m-instruct", "lab", (0, 1, 2)
 EXPECTED = os.path.join(HERE, "expected")
-REPLICATE_ARGV = ["--preset", "cpu"]  # lab 5's runs (and lab 6's RLOO side): the README's replicate command
+REPLICATE_ARGV = ["--preset", "cpu"]  # lab 5's runs (labs 6-7 compare with them): the README's replicate command
 SIGMAS, GROUP_SIZES = (0.1, 0.33, 1.0, 3.0), (2, 4, 8, 16)
 ROLLOUT_PROBLEMS, COT_TOKENS = 8, 8  # labs 3-4: 8 training problems per seed; the lab preset's CoT budget
 
@@ -212,15 +214,15 @@ def metrics_files(run_dirs: list[str]) -> list[str]:
     return [os.path.join(d, "metrics.jsonl") for d in run_dirs]
 
 
-def write_markdown(name: str, rows: list[dict]):
+def write_markdown(name: str, rows: list[dict], column: str = "advantages"):
     """One line per run: greedy validation at each evaluation, reward at the start and end, entropy, time."""
     steps = sorted({int(k) for r in rows for k in r["val_accuracy"]})
-    lines = ["| mode | advantages | seed | greedy validation at step " + " / ".join(map(str, steps))
+    lines = [f"| mode | {column} | seed | greedy validation at step " + " / ".join(map(str, steps))
              + " | reward, step 1 → mean of the last 3 | CoT entropy, step 1 → last | minutes of steps |",
              "|---|---|---|---|---|---|---|"]
     for r in rows:
         vals = " / ".join(f"{r['val_accuracy'].get(s, r['val_accuracy'].get(str(s), float('nan'))):.2f}" for s in steps)
-        lines.append(f"| {r['mode']} | {r['advantages']} | {r['seed']} | {vals} | {r['reward_first']:.1f} → "
+        lines.append(f"| {r['mode']} | {r[column]} | {r['seed']} | {vals} | {r['reward_first']:.1f} → "
                      f"{r['reward_last']:.1f} | {r['cot_entropy_first']:.2f} → {r['cot_entropy_last']:.2f} | "
                      f"{r['seconds'] / 60:.1f} |")
     path = os.path.join(EXPECTED, name)
@@ -252,30 +254,51 @@ def lab5(jobs: int):
     plt.close("all")
 
 
-def lab6(root: str, jobs: int):
-    """course/grpo.py with the lab preset's flags, fuzzy, 3 seeds, against the RLOO runs of lab 5."""
-    flags = replicate.PRESETS["cpu"]["train"]
-    commands, grpo_runs = [], []
+def compare_runs(name: str, column: str, mode: str, sides: list[tuple[str, list[str], str]]):
+    """NAME.jsonl and NAME.md (a row per run, COLUMN holding its side's label) and NAME.png (training curves, one
+    legend entry per side) for sides [(label, run folders, legend)]."""
+    rows = [run_rows(d, mode=mode, seed=s, **{column: label})
+            for label, dirs, _ in sides for s, d in zip(SEEDS, dirs)]
+    write_jsonl(f"{name}.jsonl", rows)
+    write_markdown(f"{name}.md", rows, column)
+    plt = plot.import_pyplot()
+    plot.plot_train(plt, [(legend, metrics_files(dirs)) for _, dirs, legend in sides],
+                    os.path.join(EXPECTED, f"{name}.png"))
+    plt.close("all")
+
+
+def against_lab5(root: str, jobs: int, script: str, mode: str, label: str) -> tuple[list[str], list[str]]:
+    """course/SCRIPT (train.py with one piece changed) with the lab preset's flags in MODE, 3 seeds, in
+    ROOT/LABEL-MODE-sSEED (finished runs skipped) -> (lab 5's runs of MODE, SCRIPT's runs), to be compared."""
+    commands, runs = [], []
     for seed in SEEDS:
-        out = os.path.join(root, f"grpo-fuzzy-s{seed}")
-        grpo_runs.append(out)
-        argv = [*shlex.split(flags), "--mode", "fuzzy", "--seed", str(seed), "--out-dir", out]
+        out = os.path.join(root, f"{label}-{mode}-s{seed}")
+        runs.append(out)
+        argv = [*shlex.split(replicate.PRESETS["cpu"]["train"]), "--mode", mode, "--seed", str(seed), "--out-dir", out]
         status = replicate.train_status(out, train.get_args(argv))  # done / resume (a checkpoint) / start
         if status != "done":
-            commands.append(([sys.executable, os.path.join(HERE, "grpo.py"), *argv,
-                              "--resume" if status == "resume" else "--overwrite"], f"grpo_s{seed}"))
+            commands.append(([sys.executable, os.path.join(HERE, script), *argv,
+                              "--resume" if status == "resume" else "--overwrite"], f"{label}_s{seed}"))
     replicate.run_all(commands, root, jobs)
-    rloo_runs = replicate_runs("fuzzy")
-    if any(replicate.summary_line(d) is None for d in rloo_runs):
-        raise SystemExit("lab 6 compares with lab 5's fuzzy runs: run lab 5 first (python course/labs.py --labs 5)")
-    rows = [run_rows(d, mode="fuzzy", seed=s, advantages=a)
-            for a, dirs in (("rloo", rloo_runs), ("grpo", grpo_runs)) for s, d in zip(SEEDS, dirs)]
-    write_jsonl("lab6_grpo.jsonl", rows)
-    write_markdown("lab6_grpo.md", rows)
-    plt = plot.import_pyplot()
-    plot.plot_train(plt, [("fuzzy, RLOO (Eq. 12)", metrics_files(rloo_runs)),
-                          ("fuzzy, GRPO z-score", metrics_files(grpo_runs))], os.path.join(EXPECTED, "lab6_grpo.png"))
-    plt.close("all")
+    lab5_runs = replicate_runs(mode)
+    if any(replicate.summary_line(d) is None for d in lab5_runs):
+        raise SystemExit(f"{script} is compared with lab 5's {mode} runs: run lab 5 first (course/labs.py --labs 5)")
+    return lab5_runs, runs
+
+
+def lab6(root: str, jobs: int):
+    """course/grpo.py (z-scored advantages), fuzzy, against lab 5's RLOO runs."""
+    rloo_runs, grpo_runs = against_lab5(root, jobs, "grpo.py", "fuzzy", "grpo")
+    compare_runs("lab6_grpo", "advantages", "fuzzy", [("rloo", rloo_runs, "fuzzy, RLOO (Eq. 12)"),
+                                                       ("grpo", grpo_runs, "fuzzy, GRPO z-score")])
+
+
+def lab7(root: str, jobs: int):
+    """course/answer_only.py (no gradient through the CoT steps, Eq. 10), soft, against lab 5's soft runs."""
+    every_step, answer_only = against_lab5(root, jobs, "answer_only.py", "soft", "answer-only")
+    compare_runs("lab7_answer_only", "gradient", "soft",
+                 [("every step", every_step, "soft: every step's gradient (Eq. 13-14)"),
+                  ("answer only", answer_only, "soft: the answer tokens' gradient only")])
 
 
 # --------------------------------------------------------------------------- small plots
@@ -317,13 +340,13 @@ def lines(rows, x, values, title, name, series=None):
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--labs", default="1,2,3,4,5,6", help="comma-separated lab numbers")
-    ap.add_argument("--root", default="out-labs", help="rollout caches, evaluations and lab 6's runs (git-ignored)")
+    ap.add_argument("--labs", default="1,2,3,4,5,6,7", help="comma-separated lab numbers")
+    ap.add_argument("--root", default="out-labs", help="rollout caches, evaluations, labs 6-7's runs (git-ignored)")
     ap.add_argument("--jobs", type=int, default=2, help="training / evaluation commands at once (replicate.py --jobs)")
     args = ap.parse_args(argv)
     labs = {int(x) for x in args.labs.split(",") if x.strip()}
-    if not labs or not labs <= set(range(1, 7)) or args.jobs < 1:
-        ap.error("--labs takes numbers from 1 to 6, --jobs >= 1")
+    if not labs or not labs <= set(range(1, 8)) or args.jobs < 1:
+        ap.error("--labs takes numbers from 1 to 7, --jobs >= 1")
     os.makedirs(EXPECTED, exist_ok=True)
     os.makedirs(args.root, exist_ok=True)
     t0 = time.time()
@@ -337,6 +360,8 @@ def main(argv=None):
         lab5(args.jobs)
     if 6 in labs:
         lab6(args.root, args.jobs)
+    if 7 in labs:
+        lab7(args.root, args.jobs)
     if 2 in labs:
         lab2(args.root, args.jobs)
     print(f"labs {sorted(labs)} done in {(time.time() - t0) / 60:.1f} min")

@@ -1,4 +1,4 @@
-"""The method in six cells, on the real modules (no copies of the code): run it top to bottom, or cell by cell
+"""The method in seven cells, on the real modules (no copies of the code): run it top to bottom, or cell by cell
 in an editor that knows `# %%` cells (VS Code, PyCharm, Spyder, Jupytext).
 
     python course/walkthrough.py           # the offline default model (SmolLM2-135M-Instruct), ~1-2 min on 2 cores
@@ -18,7 +18,8 @@ from data import build_prompt, load_dataset, reward  # noqa: E402
 from default_model import resolve_model  # noqa: E402
 from model import ModelConfig, Transformer, load_model  # noqa: E402
 from rloo import rloo_advantages, rloo_loss  # noqa: E402
-from rollout import STEP_COT, gaussian_log_prob, generate, log_prob, noise_scale, soft_mean  # noqa: E402
+from rollout import (STEP_ANSWER, STEP_COT, gaussian_log_prob, generate, log_prob, noise_scale,  # noqa: E402
+                     soft_mean, step_log_probs)
 from tokenizer import load_tokenizer  # noqa: E402
 
 TINY = "--tiny" in sys.argv[1:]
@@ -79,3 +80,14 @@ loss.backward()
 grad = torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None])
 print(f"loss {loss.item():.1f}, gradient norm {grad.norm().item():.3g} "
       "(large: Eq. 10's 1/σ²; train.py clips it to 1.0)")
+
+# %% 6. Which steps that gradient comes from (lab 7): the CoT's Eq. 10 terms against the answer tokens
+terms = step_log_probs(model, fuzzy)                               # (G, steps) log π of each step's action
+part_norms = []
+for kind in (STEP_COT, STEP_ANSWER):
+    model.zero_grad()
+    rloo_loss((terms * (fuzzy.step_kinds == kind)).sum(1), demo_advantages).backward(retain_graph=True)
+    part_norms.append(torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None]).norm().item())
+print(f"gradient norm from the CoT steps {part_norms[0]:.3g}, from the answer tokens {part_norms[1]:.3g}")
+print("where the first dwarfs the second (soft on the lab: 21-66x, results/gradient_split.md), clipping and Adam "
+      "leave the answer tokens, which earn the reward, little of a step; course/answer_only.py (lab 7) drops the first")

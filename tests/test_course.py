@@ -125,4 +125,5 @@ def test_walkthrough_runs_top_to_bottom():
                           capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "torch.distributions" in proc.stdout and "advantages:" in proc.stdout and "gradient norm" in proc.stdout
+    assert "from the CoT steps" in proc.stdout
     assert "Warning" not in proc.stderr, proc.stderr

@@ -136,8 +136,9 @@ def test_generation_logp_equals_teacher_forced_log_prob(mode):
         assert (mean[cot] - r.cot_means[cot]).abs().max() < 1e-4
 
 
-def naive_log_prob(model, r):
-    """Row by row, step by step, no cache, no padding: the sum of Eq. 10 terms and answer log-probs."""
+def naive_log_prob(model, r, cot_gradient: bool = True):
+    """Row by row, step by step, no cache, no padding: the sum of Eq. 10 terms and answer log-probs.
+    cot_gradient=False detaches the CoT terms (course/answer_only.py's loss)."""
     E, total = model.embed_tokens.weight, []
     for b in range(r.tokens.shape[0]):
         inputs = [E[t] for t in r.prompt_ids[b, r.pad_lens[b]:]]
@@ -148,10 +149,12 @@ def naive_log_prob(model, r):
                 break
             logits = model(embeds=torch.stack(inputs)[None])[0, -1]
             if kind == STEP_COT and r.mode == "hard":
-                lp = lp + torch.distributions.Categorical(logits=logits / r.tau).log_prob(torch.tensor(token))
+                term = torch.distributions.Categorical(logits=logits / r.tau).log_prob(torch.tensor(token))
+                lp = lp + (term if cot_gradient else term.detach())
             elif kind == STEP_COT:
                 mean = torch.softmax(logits / r.tau, -1) @ E
-                lp = lp + torch.distributions.Normal(mean, r.sigma_abs).log_prob(r.cot_embeds[b, s]).sum()
+                term = torch.distributions.Normal(mean, r.sigma_abs).log_prob(r.cot_embeds[b, s]).sum()
+                lp = lp + (term if cot_gradient else term.detach())
             elif kind == STEP_ANSWER:
                 lp = lp + torch.distributions.Categorical(logits=logits / r.answer_tau).log_prob(torch.tensor(token))
             inputs.append(r.cot_embeds[b, s] if kind == STEP_COT and r.mode != "hard" else E[token])
@@ -159,13 +162,18 @@ def naive_log_prob(model, r):
     return torch.stack(total)
 
 
+def rollout_and_float64_copy(mode):
+    """A tiny model's rollout (2 prompts x 2 samples) and float64 copies of both, for naive_log_prob."""
+    model, tok = tiny_model(seed=3), ToyTokenizer()
+    r = generate(model, tok, PROMPTS[:2], mode, samples_per_prompt=2, max_cot_tokens=6, max_answer_tokens=4, seed=2)
+    r64 = dataclasses.replace(r, cot_embeds=None if r.cot_embeds is None else r.cot_embeds.double())
+    return model, r, copy.deepcopy(model).double(), r64
+
+
 @pytest.mark.parametrize("mode", ["hard", "soft", "fuzzy"])
 def test_log_prob_gradient_equals_naive_reimplementation(mode):
     """The reference runs in float64: at τ = 1e-4 (fuzzy) a float32 softmax Jacobian turns rounding into noise."""
-    model, tok = tiny_model(seed=3), ToyTokenizer()
-    r = generate(model, tok, PROMPTS[:2], mode, samples_per_prompt=2, max_cot_tokens=6, max_answer_tokens=4, seed=2)
-    model64 = copy.deepcopy(model).double()
-    r64 = dataclasses.replace(r, cot_embeds=None if r.cot_embeds is None else r.cot_embeds.double())
+    model, r, model64, r64 = rollout_and_float64_copy(mode)
     weights = torch.randn(4)  # any linear functional of the log-probs, like -A_i
     (weights * log_prob(model, r)).sum().backward()
     (weights.double() * naive_log_prob(model64, r64)).sum().backward()
