@@ -8,7 +8,8 @@ values (the logged loss is unchanged) but are detached, so the update comes from
 *not* the paper's method: it stops crediting the CoT for the reward. It is a measurement: if soft training learns
 once Eq. 10's gradient is gone, that gradient — a score function over d noisy coordinates per step, through the
 τ = 0.5 softmax's Jacobian, 21-66 times the answer's norm on the lab (results/gradient_split.md) — is what drowns
-the signal in a 25-step run. Everything else is train.py, unchanged.
+the signal in a 25-step run. Measured (course/README.md, lab 7): without it soft rises on 2 seeds of 3 (best 0.30,
+0.32 from 0.12); with it, one seed spikes and falls back. Everything else is train.py, unchanged.
 """
 
 import os
