@@ -1,6 +1,7 @@
 """The labs' expected results (course/README.md, "Labs"), measured with 3 seeds and written to course/expected/.
 
-    python course/labs.py                      # everything: ~1.5 h on 2 CPU cores, restart-safe
+    python course/labs.py                      # everything: ~1.5 h on 2 CPU cores before lab 7's three
+                                               # ~10-min runs; restart-safe
     python course/labs.py --labs 1,3,4         # the rollout-only labs: minutes
 
 Every lab uses the offline default model on the `lab` task (data.py). The training runs are replicate.py's CPU
