@@ -12,7 +12,7 @@ import time
 import pytest
 import torch
 
-from bench import SHAPES, TINY, SyntheticTokenizer, build_models, fixed_length_matcher, main, parse_args
+from tools.bench import SHAPES, TINY, SyntheticTokenizer, build_models, fixed_length_matcher, main, parse_args
 from rollout import PREFILL_BUDGET, STEP_COT, generate
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -32,7 +32,7 @@ def one_thread():
 def test_tiny_run_finishes_quickly_and_prints_medians_with_spreads(tmp_path, one_thread):
     out = tmp_path / "bench.json"
     start = time.perf_counter()
-    cmd = [sys.executable, "bench.py", "--tiny", "--device", "cpu", "--repeats", "3", "--compile", "--json", str(out)]
+    cmd = [sys.executable, "tools/bench.py", "--tiny", "--device", "cpu", "--repeats", "3", "--compile", "--json", str(out)]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=240, env=one_thread)
     seconds = time.perf_counter() - start
     assert proc.returncode == 0, proc.stderr

@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-import plan
+from tools import plan
 from model import Block, ModelConfig, Transformer, rope_frequencies
 
 TINY = dict(model_type="llama", vocab_size=97, hidden_size=48, intermediate_size=80, num_hidden_layers=3,

@@ -2,7 +2,7 @@
 
 import pytest
 
-import precision
+from tools import precision
 
 
 @pytest.mark.parametrize("flags", [["--modes", "warm"], ["--parts", "speed"], ["--samples", "1"], ["--sigma", "nan"],

@@ -10,7 +10,7 @@ import torch
 import torch.nn as nn
 
 import rollout
-from bench import per_row_teacher_forced_logits
+from tools.bench import per_row_teacher_forced_logits
 
 from rollout import (STEP_ANSWER, STEP_COT, STEP_PREFILL, STOP_TEXT, StopMatcher, gaussian_log_prob,
                      generate, log_prob, noise_scale, soft_mean, step_log_probs, teacher_forced_logits)
@@ -361,7 +361,7 @@ def test_bf16_greedy_cot_follows_fp32_except_at_near_ties(default_model):
     """Greedy validation and evaluation under bf16 autocast make fp32's choices wherever fp32's top-2 logit
     margin is not a near-tie (< 0.25). With the head in bf16 they did not: a flip at a margin of 0.97 was seen."""
     from data import build_prompt, load_dataset
-    from precision import greedy_divergences
+    from tools.precision import greedy_divergences
     model, tok, _ = default_model
     prompts = [tok.encode_prompt(build_prompt(p.question, tok, "chat"))
                for p in load_dataset("arithmetic", "validation", limit=8)]

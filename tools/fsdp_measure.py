@@ -1,7 +1,7 @@
 """Rollout under FSDP on 2 gloo ranks (CPU): the model gathered once per rollout (train.gathered) against FSDP's
 default of gathering each block again at every decoding step, and against no FSDP (the whole model on each rank).
 
-    OMP_NUM_THREADS=1 torchrun --standalone --nproc_per_node 2 results/fsdp_measure.py [--rows 8 --cot 16]
+    OMP_NUM_THREADS=1 torchrun --standalone --nproc_per_node 2 tools/fsdp_measure.py [--rows 8 --cot 16]
 
 Both ranks roll out the same prompts with the same seeds, so they decode the same number of steps (per-step
 gathers would otherwise wait for each other forever: see train.gathered). Prints ms per decoding step, median of

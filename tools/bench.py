@@ -2,9 +2,9 @@
 on the same weights, and one full RLOO step (docs/paper.md §5) split into rollout / log-prob forward / backward /
 optimizer, with peak memory.
 
-    python bench.py                       # one GPU: SmolLM2-135M and Llama-3.2-3B shapes, batch 32 and 256
-    python bench.py --tiny                # a tiny random model, seconds on a CPU: a smoke test of the benchmark
-    OMP_NUM_THREADS=1 python bench.py --device cpu --shapes smollm2-135m --batch 32 --prompt-len 32 --cot 32 \
+    python tools/bench.py                       # one GPU: SmolLM2-135M and Llama-3.2-3B shapes, batch 32 and 256
+    python tools/bench.py --tiny                # a tiny random model, seconds on a CPU: a smoke test of the benchmark
+    OMP_NUM_THREADS=1 python tools/bench.py --device cpu --shapes smollm2-135m --batch 32 --prompt-len 32 --cot 32 \
         --answer 8 --train-shape smollm2-135m --train-cot 32 --json bench.json
 
 Weights are random (speed does not depend on their values, once the logits have a realistic scale: see
@@ -30,7 +30,10 @@ import sys
 import time
 from contextlib import contextmanager, nullcontext
 
+
 import torch
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the repository root
 
 from model import ModelConfig, Transformer
 from rloo import rloo_advantages, rloo_loss

@@ -1,7 +1,7 @@
 """How much of an RLOO step's gradient comes from the CoT steps and how much from the answer tokens, per mode and σ.
 
-    python results/gradient_split.py --sigmas 0.33 1.0          # the base model on the lab task: ~5 min, 2 cores
-    python results/gradient_split.py --modes soft --sigmas 0.33 --answer-tau 0.5   # one mode, another answer τ
+    python tools/gradient_split.py --sigmas 0.33 1.0          # the base model on the lab task: ~5 min, 2 cores
+    python tools/gradient_split.py --modes soft --sigmas 0.33 --answer-tau 0.5   # one mode, another answer τ
 
 For each mode, σ and seed: one step of the lab preset on the base model (2 prompts × 16 samples, CoT 8; seed s
 takes the training split's prompts 2s and 2s + 1), its rewards and RLOO advantages (Eq. 11-12), then the

@@ -1,6 +1,6 @@
 """Rescore evaluate.py outputs with the lab task's numeral rule (data.is_correct(numeral_only=True)).
 
-    python results/rescore_numerals.py out-replicate-cpu/eval/*.json
+    python tools/rescore_numerals.py out-replicate-cpu/eval/*.json
 
 Made for the replication of commit 6e6fe63 (results/replicate_cpu_withdrawn/, lenient reward): its trained models' correct
 answers turned out to be the question's own expression boxed ("17 - 9"), which Math-Verify computes. This prints,

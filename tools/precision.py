@@ -1,7 +1,7 @@
 """What bf16 autocast does to training and greedy decoding, measured on real rollouts (docs/paper.md §4, Eq. 10).
 
-    python precision.py                                   # the default model on CPU (bf16 autocast via oneDNN)
-    python precision.py --output results/precision.md     # the same, also written as markdown
+    python tools/precision.py                                   # the default model on CPU (bf16 autocast via oneDNN)
+    python tools/precision.py --output results/precision.md     # the same, also written as markdown
 
 Users train in bf16 on GPUs; the tests run in fp32 on a CPU. Three parts:
 
@@ -19,11 +19,14 @@ time    What the policy costs: a rollout with the float32 vs the bf16 head, an u
 
 import argparse
 import math
+import os
 import statistics
 import sys
 import time
 
 import torch
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the repository root
 
 from data import build_prompt, load_dataset
 from default_model import resolve_model
@@ -204,7 +207,7 @@ def main(argv=None):
     print(out)
     if args.output:
         with open(args.output, "w") as f:
-            f.write(f"`python precision.py {' '.join(argv if argv is not None else sys.argv[1:])}` on {args.device}, "
+            f.write(f"`python tools/precision.py {' '.join(argv if argv is not None else sys.argv[1:])}` on {args.device}, "
                     f"torch {torch.__version__}, {torch.get_num_threads()} threads\n\n{out}\n")
 
 

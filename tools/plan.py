@@ -1,8 +1,8 @@
 """The memory each GPU needs to train with train.py, planned from config.json alone (nothing is allocated).
 
-    python plan.py --model meta-llama/Llama-3.1-8B-Instruct --world 8 --fsdp      # the paper's 8B on 8 × 80 GB
-    python plan.py --model Qwen/Qwen2.5-3B-Instruct --world 8 --activation-checkpointing
-    python plan.py --measure        # check: measured peak of two training steps of the default model on CPU vs the plan
+    python tools/plan.py --model meta-llama/Llama-3.1-8B-Instruct --world 8 --fsdp      # the paper's 8B on 8 × 80 GB
+    python tools/plan.py --model Qwen/Qwen2.5-3B-Instruct --world 8 --activation-checkpointing
+    python tools/plan.py --measure        # check: measured peak of two training steps of the default model on CPU vs the plan
 
 --model is a local folder, a Hub id (only its config.json is fetched; HF_HUB_OFFLINE is honoured), the offline
 default `smollm2-135m-instruct`, or one of the paper's three models, whose config values are written below so
@@ -50,7 +50,10 @@ import subprocess
 import sys
 import time
 
+
 import torch
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the repository root
 
 from model import ModelConfig, Transformer
 from rollout import JACOBIAN_TOP_K  # generation-time logits recorded per soft/fuzzy CoT step

@@ -14,16 +14,16 @@
 # Each part stops at its own limit and at the deadline (BUDGET_S seconds after the start, default 900); what
 # finished is kept under OUTDIR.
 #
-#   bash results/gpu_check.sh OUTDIR DATA_DIR TOKENIZER_DIR
+#   bash tools/gpu_check.sh OUTDIR DATA_DIR TOKENIZER_DIR
 # DATA_DIR: GSM8K as train.jsonl / test.jsonl; TOKENIZER_DIR: SmolLM2's tokenizer.json and tokenizer_config.json
 # (from `python default_model.py`). The sizes can be overridden for a dry run on a CPU, e.g.
-#   SHAPES=tiny BATCHES=2 COT=4 ANSWER=2 TRAIN_SHAPE=tiny STEPS=2 G=4 bash results/gpu_check.sh /tmp/o DATA TOK
+#   SHAPES=tiny BATCHES=2 COT=4 ANSWER=2 TRAIN_SHAPE=tiny STEPS=2 G=4 bash tools/gpu_check.sh /tmp/o DATA TOK
 set -u
-OUT=${1:?usage: bash results/gpu_check.sh OUTDIR DATA_DIR TOKENIZER_DIR}
+OUT=${1:?usage: bash tools/gpu_check.sh OUTDIR DATA_DIR TOKENIZER_DIR}
 DATA=${2:?DATA_DIR}
 TOK=${3:?TOKENIZER_DIR}
 for f in "$DATA/train.jsonl" "$TOK/tokenizer.json" "$TOK/tokenizer_config.json"; do  # before 10 minutes of benches
-  [ -f "$f" ] || { echo "results/gpu_check.sh: $f not found (see the usage above)" >&2; exit 2; }
+  [ -f "$f" ] || { echo "tools/gpu_check.sh: $f not found (see the usage above)" >&2; exit 2; }
 done
 SHAPES=${SHAPES:-smollm2-135m llama-3.2-3b}
 BATCHES=${BATCHES:-32,256}
@@ -57,13 +57,13 @@ part() {  # part NAME LIMIT_S CMD...: run CMD under the smaller of LIMIT_S and t
 
 # 1. rollouts against transformers, eager and compiled
 for shape in $SHAPES; do
-  args=(bench.py --shapes "$shape" --batch "$BATCHES" --cot "$COT" --answer "$ANSWER" --repeats "$REPEATS" --skip-train-step)
+  args=(tools/bench.py --shapes "$shape" --batch "$BATCHES" --cot "$COT" --answer "$ANSWER" --repeats "$REPEATS" --skip-train-step)
   part "rollouts $shape --compile" 240 python3 "${args[@]}" --compile --json "$OUT/bench_$shape.json" \
     || part "rollouts $shape (eager only)" 150 python3 "${args[@]}" --json "$OUT/bench_$shape.json"
 done
 
 # 2. one RLOO step of the 3B shape, in parts (the rollout benchmark before it is a token one)
-part "RLOO step $TRAIN_SHAPE" 150 python3 bench.py --shapes smollm2-135m --batch 2 --cot 2 --modes hard \
+part "RLOO step $TRAIN_SHAPE" 150 python3 tools/bench.py --shapes smollm2-135m --batch 2 --cot 2 --modes hard \
   --no-transformers --repeats "$REPEATS" --answer "$ANSWER" --train-shape "$TRAIN_SHAPE" --train-prompts 1 \
   --train-samples "$G" --train-cot "$COT" --no-activation-checkpointing --json "$OUT/bench_train_step.json"
 

@@ -1,5 +1,5 @@
 """Peak RSS of each rank of a train.py run, and after which phase it was reached:
-    OMP_NUM_THREADS=1 torchrun --standalone --nproc_per_node 2 results/fsdp_rss.py [train.py flags]"""
+    OMP_NUM_THREADS=1 torchrun --standalone --nproc_per_node 2 tools/fsdp_rss.py [train.py flags]"""
 import os
 import sys
 

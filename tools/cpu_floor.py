@@ -2,7 +2,7 @@
 step's shape (2 prompts x 8 samples, prompt 105, fuzzy, CoT 48 + answer 8, random SmolLM2-135M weights), each
 variant in turn within every round (median of --repeats rounds after a warm-up):
 
-    OMP_NUM_THREADS=1 python results/cpu_floor.py --repeats 3
+    OMP_NUM_THREADS=1 python tools/cpu_floor.py --repeats 3
 
 - the peak: a 2048^3 float32 matrix product on one thread (GFLOP/s), against the update's rate (its matrix FLOPs
   counted from the shapes, divided by its time);
