@@ -24,20 +24,19 @@ import json
 import math
 import os
 import re
-import signal
 import sys
 import tempfile
-import threading
 import time
 
 import torch
 from tqdm import tqdm
 
+from checkpoint import RunLock, StopSignal, atomic_write
 from data import (DATASET_DEFAULTS, FALLBACK_DEFAULTS, Problem, build_prompt, extract_boxed, load_dataset, pass_at_k,
                   reward)
 from default_model import resolve_model
 from model import load_model, pick_device
-from rollout import PREFILL_BUDGET, PREFILL_EARLY, STEP_COT, StopMatcher, generate, noise_scale
+from rollout import PREFILL_BUDGET, PREFILL_EARLY, STEP_COT, StopMatcher, check_context, generate, noise_scale
 from tokenizer import load_tokenizer
 
 # §7: setting -> (CoT kind, CoT τ, sampled?). A sampled soft/fuzzy CoT adds noise σ = --sigma × RMS(E) (§2),
@@ -143,7 +142,7 @@ def get_args(argv=None):
 
 # --------------------------------------------------------------------------- generation and scoring
 
-def noise(name, args) -> float:
+def setting_sigma(name, args) -> float:
     """The noise multiplier of a setting: --sigma for sampled soft/fuzzy CoT, else 0 (§7)."""
     mode, _, sampled = SETTINGS[name]
     return args.sigma if sampled and mode != "hard" else 0.0
@@ -194,7 +193,7 @@ def run_setting(model, tok, prompts, problems, name, args) -> tuple[list[list[di
             idx = range(start, min(start + per_batch, len(prompts)))
             with torch.autocast(model.embed_tokens.weight.device.type, torch.bfloat16, enabled=args.dtype == "autocast"):
                 r = generate(model, tok, [prompts[i] for i in idx], mode, samples_per_prompt=n, tau=tau,
-                             sigma=noise(name, args), max_cot_tokens=args.max_cot_tokens,
+                             sigma=setting_sigma(name, args), max_cot_tokens=args.max_cot_tokens,
                              max_answer_tokens=args.max_answer_tokens, answer_tau=0.0,
                              seed=[args.seed + i for i in idx], matcher=matcher)  # seeds: one stream per problem
             out += score(r, [problems[i] for i in idx], n)
@@ -272,19 +271,6 @@ def markdown_path(path: str) -> str:
     return os.path.splitext(path)[0] + ".md"
 
 
-def write_atomically(path: str, text: str) -> None:
-    """Write `text` to a temporary file beside `path`, then rename it over `path`: readers (and a crash)
-    only ever see the old file or the new one."""
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), prefix=".tmp_", suffix=".part")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        os.remove(tmp)
-        raise
-
-
 def load_finished(args, config: dict, problems) -> dict:
     """The settings already in --output, as {setting: {"seconds", "generations", "entropy_profile", "spec"}};
     refuses a file made with another configuration or other problems. {} with --overwrite or no file."""
@@ -327,71 +313,79 @@ def save(args, config: dict, problems, finished: dict) -> dict:
               "problems": [{"question": p.question, "label": p.answer,
                             "generations": {s: finished[s]["generations"][i] for s in names}}
                            for i, p in enumerate(problems)]}
-    write_atomically(args.output, json.dumps(result, indent=1, allow_nan=False))  # NaN is not JSON
-    write_atomically(markdown_path(args.output), f"# {config['model']} on {config['dataset']}/{config['split']}, "
+    atomic_write(args.output, json.dumps(result, indent=1, allow_nan=False))  # NaN is not JSON
+    atomic_write(markdown_path(args.output), f"# {config['model']} on {config['dataset']}/{config['split']}, "
                      f"{len(problems)} problems\n\n{table}\n")
     return result
-
-
-def _interrupt(signum, frame):
-    raise KeyboardInterrupt  # SIGTERM (a job scheduler, `kill`) ends the run like Ctrl-C
 
 
 # --------------------------------------------------------------------------- main
 
 def main(argv=None) -> dict:
     args = get_args(argv)
-    check_writable(args.output)  # before any expensive work
-    problems = load_dataset(args.dataset, args.split, data_path=args.data_path, limit=args.limit)  # never empty
-    folder = resolve_model(args.model)  # a train.py checkpoint is a folder with the tokenizer files in it
-    config = {**{k: v for k, v in vars(args).items() if k != "overwrite"}, "model_folder": os.path.abspath(folder),
-              "torch_version": torch.__version__,
-              "device_name": torch.cuda.get_device_name(args.device) if args.device.startswith("cuda") else "cpu"}
-    finished = load_finished(args, config, problems)
-    todo = [s for s in args.settings if s not in finished]
-    if todo:
-        run(args, config, problems, folder, finished, todo)
-    result = save(args, config, problems, finished)  # also when nothing was left to do: --k may have changed
+    try:  # everything a user can get wrong, found before any expensive work, each as one line
+        check_writable(args.output)
+        lock = RunLock(args.output + ".lock", args.output)  # one writer per --output
+        problems = load_dataset(args.dataset, args.split, data_path=args.data_path, limit=args.limit)  # never empty
+        folder = resolve_model(args.model)  # a train.py checkpoint is a folder with the tokenizer files in it
+        config = {**{k: v for k, v in vars(args).items() if k != "overwrite"}, "model_folder": os.path.abspath(folder),
+                  "torch_version": torch.__version__,
+                  "device_name": torch.cuda.get_device_name(args.device) if args.device.startswith("cuda") else "cpu"}
+        finished = load_finished(args, config, problems)
+    except (OSError, ValueError, ImportError) as e:
+        raise SystemExit(f"evaluate.py: {e}") from None
+    try:
+        todo = [s for s in args.settings if s not in finished]
+        if todo:
+            run(args, config, problems, folder, finished, todo)
+        result = save(args, config, problems, finished)  # also when nothing was left to do: --k may have changed
+    finally:
+        os.remove(args.output + ".lock")  # still held: a process that opens it now finds it locked or gone
+        lock.release()
     print(result["markdown"])
     print(f"wrote {args.output} and {markdown_path(args.output)}", file=sys.stderr)
     return result
 
 
+def load(folder: str, args):
+    """(model, tokenizer), or a one-line error."""
+    try:
+        weights_dtype = torch.float32 if args.dtype == "autocast" else getattr(torch, args.dtype)
+        return load_model(folder, device=args.device, dtype=weights_dtype).eval(), load_tokenizer(folder)
+    except (OSError, ValueError) as e:
+        raise SystemExit(f"evaluate.py: --model {args.model}: {e}") from None
+
+
 def run(args, config, problems, folder, finished: dict, todo: list[str]) -> None:
     """Run the settings `todo`, adding each to `finished` and saving as soon as it is done."""
-    weights_dtype = torch.float32 if args.dtype == "autocast" else getattr(torch, args.dtype)
-    model = load_model(folder, device=args.device, dtype=weights_dtype).eval()
+    model, tok = load(folder, args)
+    prompts = [tok.encode_prompt(build_prompt(p.question, tok, args.prompt_format)) for p in problems]  # BOS if wanted
+    check_context(prompts, [p.question for p in problems], args.max_cot_tokens, args.max_answer_tokens,
+                  model.cfg.max_seq_len, tok)
     if args.compile:
         model.compile_decode_step()
-    tok = load_tokenizer(folder)
-    prompts = [tok.encode_prompt(build_prompt(p.question, tok, args.prompt_format)) for p in problems]  # BOS if wanted
     print(f"{args.model} ({folder}) on {args.dataset}/{args.split}: {len(problems)} problems, settings "
           f"{','.join(todo)}, CoT <= {args.max_cot_tokens} tokens, {args.prompt_format} prompt, {args.device} "
           f"{args.dtype}, {args.batch_size} rows per call, {torch.get_num_threads()} threads", file=sys.stderr)
-
-    main_thread = threading.current_thread() is threading.main_thread()  # signal handlers live there only
-    old_handler = signal.signal(signal.SIGTERM, _interrupt) if main_thread else None
     name = todo[0]
     try:
-        for name in todo:
-            t0 = time.time()
-            generations, profile = run_setting(model, tok, prompts, problems, name, args)
-            spec = {"mode": SETTINGS[name][0], "cot_tau": SETTINGS[name][1], "noise": noise(name, args),
-                    "sigma_abs": noise_scale(model, noise(name, args)), "samples": len(generations[0])}
-            finished[name] = {"seconds": time.time() - t0, "generations": generations,
-                              "entropy_profile": profile, "spec": spec}
-            row = next(r for r in save(args, config, problems, finished)["table"] if r["setting"] == name)
-            tqdm.write(f"{name}: " + ", ".join(f"{k} {v:.1f}" for k, v in row.items() if k.startswith("pass@"))
-                       + f" (saved to {args.output})", file=sys.stderr)
+        with StopSignal(finish=False):  # SIGTERM (a job scheduler, `kill`) ends the run like Ctrl-C
+            for name in todo:
+                t0 = time.time()
+                generations, profile = run_setting(model, tok, prompts, problems, name, args)
+                spec = {"mode": SETTINGS[name][0], "cot_tau": SETTINGS[name][1], "noise": setting_sigma(name, args),
+                        "sigma_abs": noise_scale(model, setting_sigma(name, args)), "samples": len(generations[0])}
+                finished[name] = {"seconds": time.time() - t0, "generations": generations,
+                                  "entropy_profile": profile, "spec": spec}
+                row = next(r for r in save(args, config, problems, finished)["table"] if r["setting"] == name)
+                tqdm.write(f"{name}: " + ", ".join(f"{k} {v:.1f}" for k, v in row.items() if k.startswith("pass@"))
+                           + f" (saved to {args.output})", file=sys.stderr)
     except KeyboardInterrupt:
         done, left = [s for s in SETTINGS if s in finished], [s for s in args.settings if s not in finished]
         saved = f"{args.output} holds {', '.join(done)}" if done else "no setting had finished, nothing was saved"
         print(f"\ninterrupted during {name}: {saved}; run the same command again to do the {len(left)} left "
               f"({', '.join(left)})", file=sys.stderr)
         raise SystemExit(130) from None
-    finally:
-        if main_thread:
-            signal.signal(signal.SIGTERM, old_handler if old_handler is not None else signal.SIG_DFL)
 
 
 if __name__ == "__main__":

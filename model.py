@@ -249,33 +249,34 @@ class Transformer(nn.Module):
         pad_lens:  (B,) number of left-padding slots per row, or None for an unpadded batch.
         use_cache: read/write the caches made by `setup_cache` (incremental decoding).
         last:      compute logits for the last `last` positions only (saves a (B, T, V) tensor).
-        prefix:    (prompt_embeds (U, P, d), prompt_pad_lens (U,), rows (B,)) for a teacher-forced training pass:
-                   row b continues prompt rows[b]. Each of the U prompts goes through the blocks once and its
-                   keys/values (with their gradients) serve all its rows; the output then covers each row's
-                   whole sequence [prompt; inputs] (B, P + T, V), or its `last` positions. pad_lens is implied.
+        prefix:    (prompt_embeds (U, P, d), prompt_pad_lens (U,), prompt_of_row (B,)) for a teacher-forced
+                   training pass: row b continues prompt prompt_of_row[b]. Each of the U prompts goes through the
+                   blocks once and its keys/values (with their gradients) serve all its rows; the output then
+                   covers each row's whole sequence [prompt; inputs] (B, P + T, V), or its `last` positions.
+                   pad_lens is implied.
         """
         x = self.embed_tokens(tokens) if embeds is None else embeds.to(self.embed_tokens.weight.dtype)
         T = x.shape[1]
         caches = self.caches if use_cache else None
         if prefix is not None:  # the prompts first, recording each layer's keys and values
-            prompt_embeds, prompt_pad_lens, rows = prefix
+            prompt_embeds, prompt_pad_lens, prompt_of_row = prefix
             caches = [PrefixKV() for _ in self.layers]
             prompt_x = self.blocks(prompt_embeds.to(x.dtype), 0, prompt_pad_lens, caches)   # (U, P, d)
             for cache in caches:  # row b attends to its prompt's keys: the gradient sums over the G rows
-                cache.k, cache.v = cache.k[rows], cache.v[rows]
-            start_pos, pad_lens = prompt_x.shape[1], prompt_pad_lens[rows]
+                cache.k, cache.v = cache.k[prompt_of_row], cache.v[prompt_of_row]
+            start_pos, pad_lens = prompt_x.shape[1], prompt_pad_lens[prompt_of_row]
         x = self.blocks(x, start_pos, pad_lens, caches)
         if prefix is not None:  # [prompt; inputs] per row, keeping only the positions that get logits
             keep = prompt_x.shape[1] if last is None else max(0, last - T)
-            x = torch.cat([prompt_x[:, prompt_x.shape[1] - keep:][rows], x], 1)
+            x = torch.cat([prompt_x[:, prompt_x.shape[1] - keep:][prompt_of_row], x], 1)
             T = x.shape[1]
         if last is not None:
             x = x[:, T - last:]
         x = self.norm(x)
         # The head runs outside autocast: bf16 logits have 8 significant bits (steps of 0.125 around 20), so
-        # rounding alone would tie or flip the argmax that greedy decoding and fuzzy CoT (τ = 1e-4) follow.
-        # Measured with precision.py: greedy fuzzy CoTs under bf16 then leave the fp32 path only where fp32's
-        # top-2 margin is < 0.05 (with a bf16 head: at margins up to 0.97). With bf16 *weights* it stays bf16.
+        # rounding alone would tie or flip the argmax that greedy decoding and fuzzy CoT (τ = 1e-4) follow. In
+        # float32 only the blocks' bf16 rounding is left, and it moves the logits little enough to flip near-ties
+        # only (README, "Precision"). With bf16 *weights* it stays bf16.
         if self.fp32_logits:
             with torch.autocast(x.device.type, enabled=False):
                 logits = self.lm_head(x.to(self.lm_head.weight.dtype))

@@ -13,6 +13,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+import checkpoint
+import distributed
 import train
 from model import load_model
 
@@ -162,9 +164,9 @@ def test_fsdp_and_ddp_checkpoints_do_not_mix(tmp_path, monkeypatch, capsys):
     # a checkpoint whose arguments predate --fsdp: its AdamW state says how it was saved
     args = argparse.Namespace(fsdp=True, out_dir="run")
     with pytest.raises(SystemExit, match="saved by a run without --fsdp .* resume it without --fsdp"):
-        train.check_fsdp(args, {"optimizer": {"state": {}, "param_groups": []}}, 2)
+        distributed.check_fsdp(args, {"optimizer": {"state": {}, "param_groups": []}}, 2)
     with pytest.raises(SystemExit, match="saved by a run with --fsdp .* resume it with --fsdp"):
-        train.check_fsdp(argparse.Namespace(fsdp=False, out_dir="run"), {"optimizer": {"fsdp_world": 2}}, 2)
+        distributed.check_fsdp(argparse.Namespace(fsdp=False, out_dir="run"), {"optimizer": {"fsdp_world": 2}}, 2)
 
 
 def test_a_checkpoint_replaces_one_whose_cleanup_was_killed(tmp_path):
@@ -175,8 +177,8 @@ def test_a_checkpoint_replaces_one_whose_cleanup_was_killed(tmp_path):
     model = Transformer(ModelConfig(vocab_size=50, dim=8, n_layers=1, n_heads=2, n_kv_heads=1, head_dim=4,
                                     hidden_dim=16))
     (tmp_path / "tok").mkdir()
-    train.save_checkpoint(str(tmp_path / "last"), model, str(tmp_path / "tok"))
+    checkpoint.save_checkpoint(str(tmp_path / "last"), model, str(tmp_path / "tok"))
     (tmp_path / "last.old" / "optimizer").mkdir(parents=True)
     (tmp_path / "last.old" / "optimizer" / "__1_0.distcp").write_bytes(b"half")
-    train.save_checkpoint(str(tmp_path / "last"), model, str(tmp_path / "tok"))
+    checkpoint.save_checkpoint(str(tmp_path / "last"), model, str(tmp_path / "tok"))
     assert sorted(os.listdir(tmp_path)) == ["last", "tok"] and (tmp_path / "last" / "model.safetensors").exists()

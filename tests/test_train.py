@@ -5,6 +5,7 @@ import json
 import math
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -51,6 +52,34 @@ def test_ddp_splits_one_group_over_two_ranks_like_one_process(answering_model, t
     assert rows_one[1]["no_signal_groups"] == 0 and "val_accuracy" in rows_one[1]
     for key in ("reward", "reward_std", "loss", "loss_no_const", "grad_norm"):
         assert rows_one[1][key] == pytest.approx(rows_two[1][key], rel=1e-5, abs=1e-6), key
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_two_torchrun_nodes_train_like_one_process(answering_model, tmp_path):
+    """torchrun's multi-node launch, two agents on this machine (gloo, c10d rendezvous on localhost), one rank
+    each: global ranks 0 and 1, LOCAL_RANK 0 on both. The step equals one process's, and only global rank 0
+    writes the (shared) run folder."""
+    common = ["train.py", "--model", answering_model, *FAST, "--steps", "1", "--prompts-per-step", "1"]
+    one = run([*common, "--out-dir", str(tmp_path / "one")])
+    assert one.returncode == 0, one.stderr[-2000:]
+    rendezvous = ["-m", "torch.distributed.run", "--nnodes", "2", "--nproc_per_node", "1", "--rdzv_backend", "c10d",
+                  "--rdzv_endpoint", f"127.0.0.1:{free_port()}", "--rdzv_id", "two-nodes"]
+    nodes = [subprocess.Popen([sys.executable, *rendezvous, *common, "--out-dir", str(tmp_path / "two")], cwd=ROOT,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                              env={**os.environ, "OMP_NUM_THREADS": "1"}) for _ in range(2)]
+    outputs = [node.communicate(timeout=600)[0] for node in nodes]
+    assert [node.returncode for node in nodes] == [0, 0], "\n".join(o[-2000:] for o in outputs)
+    assert sum("world=2" in o for o in outputs) == 1  # one config line: rank 0's, whichever agent ran it
+    a, b = weights(tmp_path / "one"), weights(tmp_path / "two")
+    for k in a:
+        assert torch.allclose(a[k], b[k], atol=1e-6), (k, (a[k] - b[k]).abs().max())
+    assert metrics(tmp_path / "one")[1]["loss"] == pytest.approx(metrics(tmp_path / "two")[1]["loss"], rel=1e-5)
 
 
 @pytest.mark.slow
@@ -176,9 +205,12 @@ def test_a_non_finite_gradient_is_skipped_named_and_never_written_as_nan(answeri
     clip = torch.nn.utils.clip_grad_norm_
     monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", lambda params, max_norm: clip(params, max_norm) * math.nan)
     common = [*FAST, "--model", answering_model, "--steps", "1"]
-    train.main([*common, "--max-bad-steps", "2", "--out-dir", str(tmp_path / "skipped")])
+    with pytest.raises(SystemExit) as e:  # its only update was skipped: the run learned nothing and says so
+        train.main([*common, "--max-bad-steps", "2", "--out-dir", str(tmp_path / "skipped")])
     said = capsys.readouterr().out
+    assert e.value.code == 1 and "FAILED: every update with a learning signal (1)" in said
     assert "step 1: non-finite gradient" in said and all(f in said for f in ("--lr", "--sigma", "--tau"))
+    assert "FAILED" in metrics(tmp_path / "skipped")[-1]["summary"]
     row = metrics(tmp_path / "skipped")[1]  # the same step number as the message
     assert row["step"] == 1 and row["grad_norm"] is None and {"grad_norm", "grad_norm_clipped"} <= set(row["nonfinite"])
     a, before = weights(tmp_path / "skipped"), load_file(os.path.join(answering_model, "model.safetensors"))

@@ -11,6 +11,8 @@ import pytest
 import torch
 
 import train
+import checkpoint
+import distributed
 from model import ModelConfig, Transformer
 
 
@@ -64,8 +66,8 @@ def test_resume_refuses_conflicting_flags_and_lists_them(capsys):
     assert "--steps 9" not in err and "--steps" in err.split("may change on resume")[1]  # safe, and listed as such
 
 
-def test_given_flags_sees_only_the_command_line():
-    assert train.given_flags(["--sigma", "0.33", "--resume"]) == {"sigma", "resume"}  # 0.33 is also the default
+def test_parse_flags_sees_only_the_command_line():
+    assert train.parse_flags(["--sigma", "0.33", "--resume"]) == {"sigma": 0.33, "resume": True}  # 0.33: also a default
 
 
 def tiny_model():
@@ -75,7 +77,7 @@ def tiny_model():
 
 
 def make_last(folder, state):
-    train.save_checkpoint(str(folder), tiny_model(), str(folder.parent.parent / "tok"), state)
+    checkpoint.save_checkpoint(str(folder), tiny_model(), str(folder.parent.parent / "tok"), state)
 
 
 def full_state(step=3):
@@ -96,7 +98,7 @@ def out(tmp_path):
 
 def test_train_state_loads_with_weights_only(out):
     make_last(out / "last", full_state())
-    folder, state = train.load_resume_state(str(out))
+    folder, state = checkpoint.load_resume_state(str(out))
     assert folder == str(out / "last") and state["step"] == 3 and state["args"]["sigma"] == 0.5
 
 
@@ -108,7 +110,7 @@ class RunsCode:
 def test_a_pickle_with_a_callable_is_refused_naming_the_file(out):
     make_last(out / "last", {**full_state(), "hook": RunsCode()})
     with pytest.raises(SystemExit) as e:
-        train.load_resume_state(str(out))
+        checkpoint.load_resume_state(str(out))
     assert "refusing to load" in str(e.value) and str(out / "last" / "train_state.pt") in str(e.value)
 
 
@@ -116,18 +118,18 @@ def test_a_corrupt_state_is_named_and_last_old_is_used(out, capsys):
     make_last(out / "last", full_state(step=3))
     make_last(out / "last.old", full_state(step=2))
     (out / "last" / "train_state.pt").write_bytes(b"not a checkpoint")
-    folder, state = train.load_resume_state(str(out))
+    folder, state = checkpoint.load_resume_state(str(out))
     err = capsys.readouterr().err
     assert folder == str(out / "last.old") and state["step"] == 2
     assert f"{out / 'last' / 'train_state.pt'} is corrupt" in err and "Resuming from" in err
     os.remove(out / "last.old" / "train_state.pt")
     with pytest.raises(SystemExit) as e:
-        train.load_resume_state(str(out))
+        checkpoint.load_resume_state(str(out))
     assert "no checkpoint" in str(e.value) and str(out / "last" / "train_state.pt") in str(e.value)
 
 
 def test_best_holds_no_optimizer_state(out):
-    train.save_checkpoint(str(out / "best"), tiny_model(), str(out.parent / "tok"))
+    checkpoint.save_checkpoint(str(out / "best"), tiny_model(), str(out.parent / "tok"))
     assert sorted(os.listdir(out / "best")) == ["config.json", "model.safetensors"]
 
 
@@ -138,7 +140,7 @@ def test_a_full_disk_says_so_and_keeps_the_previous_checkpoint(out, monkeypatch,
 
     def no_space(*a, **k):
         raise OSError(errno.ENOSPC, "No space left on device")
-    monkeypatch.setattr(*((train, "save_model") if fails == "save_model" else (train.torch, "save")), no_space)
+    monkeypatch.setattr(*((checkpoint, "save_model") if fails == "save_model" else (checkpoint.torch, "save")), no_space)
     with pytest.raises(SystemExit) as e:
         make_last(out / "last", full_state(step=4))
     assert "no space left on device" in str(e.value) and str(out) in str(e.value) and "intact" in str(e.value)
@@ -146,38 +148,38 @@ def test_a_full_disk_says_so_and_keeps_the_previous_checkpoint(out, monkeypatch,
     assert sorted(os.listdir(out)) == ["last"]  # no half-written last.tmp left behind
 
 
-def out_args(out, **kw):
-    return argparse.Namespace(**{"out_dir": str(out), "resume": False, "overwrite": False, **kw})
+def run_files(out):
+    return sorted(n for n in os.listdir(out) if n != ".lock")  # .lock: the writer's lock (checkpoint.RunLock)
 
 
 def test_an_existing_run_is_refused_unless_resume_or_overwrite(out, capsys):
+    (out / "metrics.jsonl").write_text('{"step": 0}\n{"step": 1}\n')  # a finished step: a run worth keeping
     for name in ("metrics.jsonl", "best", "last"):
-        target = out / name
-        target.mkdir() if name != "metrics.jsonl" else target.write_text("{}\n")
+        (out / name).exists() or (out / name).mkdir()
         with pytest.raises(SystemExit) as e:
-            train.prepare_out_dir(out_args(out), remove=True)
+            checkpoint.prepare_out_dir(str(out), resume=False, overwrite=False)
         assert "--resume" in str(e.value) and "--overwrite" in str(e.value) and name in str(e.value)
     (out / "notes.txt").write_text("mine")
-    train.prepare_out_dir(out_args(out, resume=True), remove=True)  # continuing: nothing touched
-    assert sorted(os.listdir(out)) == ["best", "last", "metrics.jsonl", "notes.txt"]
-    train.prepare_out_dir(out_args(out, overwrite=True), remove=True)
-    said = capsys.readouterr().out
+    checkpoint.prepare_out_dir(str(out), resume=True, overwrite=False)  # continuing: nothing touched
+    assert run_files(out) == ["best", "last", "metrics.jsonl", "notes.txt"]
+    checkpoint.prepare_out_dir(str(out), resume=False, overwrite=True)
+    said = capsys.readouterr().err
     assert all(str(out / name) in said for name in ("best", "last", "metrics.jsonl"))
-    assert os.listdir(out) == ["notes.txt"]  # only the run's own files are deleted
+    assert run_files(out) == ["notes.txt"]  # only the run's own files are deleted
 
 
 def test_truncate_log_keeps_one_uninterrupted_run(tmp_path):
     path = tmp_path / "metrics.jsonl"
     rows = [{"step": 0}, {"step": 1}, {"step": 2}, {"step": 3}, {"step": 3, "summary": "done"}]
     path.write_text("".join(json.dumps(r) + "\n" for r in rows) + '{"step": 4, "rew')  # cut short by a crash
-    train.truncate_log(str(path), 2)
+    checkpoint.truncate_log(str(path), 2)
     assert [json.loads(line) for line in path.read_text().splitlines()] == rows[:3]
-    train.truncate_log(str(path), 5)  # a later checkpoint also drops a closing summary
+    checkpoint.truncate_log(str(path), 5)  # a later checkpoint also drops a closing summary
     assert len(path.read_text().splitlines()) == 3 and not os.path.exists(str(path) + ".tmp")
 
 
 def test_json_lines_never_hold_nan():
-    row = json.loads(train.json_line({"step": 3, "loss": math.nan, "grad_norm": math.inf, "reward": 1.0}))
+    row = json.loads(checkpoint.json_line({"step": 3, "loss": math.nan, "grad_norm": math.inf, "reward": 1.0}))
     assert row == {"step": 3, "loss": None, "grad_norm": None, "reward": 1.0, "nonfinite": ["loss", "grad_norm"]}
 
 
@@ -233,7 +235,86 @@ def test_main_refuses_before_any_work(tmp_path):
     with pytest.raises(SystemExit) as e:
         train.main(["--resume", "--out-dir", str(tmp_path)])
     assert "no checkpoint" in str(e.value)
-    (tmp_path / "metrics.jsonl").write_text('{"step": 0}\n')
+    (tmp_path / "metrics.jsonl").write_text('{"step": 0}\n{"step": 1}\n')
+    with pytest.raises(SystemExit) as e:  # the model is checked before the run folder is touched
+        train.main(["--model", "/no/such/model", "--out-dir", str(tmp_path), "--overwrite"])
+    assert "--model /no/such/model" in str(e.value)
+    assert (tmp_path / "metrics.jsonl").exists()  # --overwrite deleted nothing: the command could not run
+
+
+# --------------------------------------------------------------------------- issue 24: lost work, silent garbage
+
+def test_links_in_a_run_folder_are_refused_never_written_through(out, tmp_path):
+    """A handed-over run folder whose last.tmp (or last, best) is a symbolic link must not make a save write
+    into the link's target."""
+    target = tmp_path / "elsewhere"
+    target.mkdir()
+    (out / "last.tmp").symlink_to(target)
+    with pytest.raises(SystemExit, match="symbolic link"):
+        make_last(out / "last", full_state())
+    assert os.listdir(target) == [] and not (out / "last").exists()
+    (out / "last.tmp").unlink()
+    (out / "best").symlink_to(target)
+    with pytest.raises(SystemExit, match="symbolic link"):
+        checkpoint.prepare_out_dir(str(out), resume=True, overwrite=False)
+    assert os.listdir(target) == []
+
+
+def test_resume_writes_to_the_folder_it_resumed_from():
+    """`cp -r runA/last out/; train.py --resume`: the stored out_dir (runA) must not become the folder written."""
+    stored = {**stored_run(), "out_dir": "runA"}
+    assert train.complete_args({"resume": True}, stored).out_dir == "out"
+    assert train.complete_args({"resume": True, "out_dir": "runB"}, stored).out_dir == "runB"
+
+
+def test_overwrite_deletes_nothing_when_the_command_cannot_run(tmp_path):
+    run = tmp_path / "runA"
+    run.mkdir()
+    (run / "metrics.jsonl").write_text('{"step": 0}\n{"step": 1}\n')
+    (run / "last").mkdir()
+    with pytest.raises(SystemExit, match="unknown dataset"):
+        train.main(["--overwrite", "--dataset", "labb", "--out-dir", str(run)])
+    assert sorted(os.listdir(run)) == ["last", "metrics.jsonl"]
+
+
+def test_a_second_writer_is_told_who_holds_the_folder(out):
+    first = checkpoint.prepare_out_dir(str(out), resume=False, overwrite=False)
+    with pytest.raises(SystemExit, match=f"being written by PID {os.getpid()}"):
+        checkpoint.prepare_out_dir(str(out), resume=False, overwrite=False)
+    first.release()
+    checkpoint.prepare_out_dir(str(out), resume=False, overwrite=False).release()  # free again
+
+
+def test_a_run_that_never_saved_starts_over_and_resume_says_what_to_do(out, capsys):
+    (out / "metrics.jsonl").write_text('{"step": 0, "val_accuracy": 0.1}\n')  # a crash during step 1
     with pytest.raises(SystemExit) as e:
-        train.main(["--model", "/no/such/model", "--out-dir", str(tmp_path)])
-    assert "--resume" in str(e.value) and "--overwrite" in str(e.value)
+        checkpoint.load_resume_state(str(out))
+    assert "saved no checkpoint" in str(e.value) and "--overwrite" in str(e.value)
+    checkpoint.prepare_out_dir(str(out), resume=False, overwrite=False).release()
+    assert "starting over" in capsys.readouterr().err and run_files(out) == []
+
+
+def test_sigma_too_small_for_eq10_is_refused(capsys):
+    assert "--sigma must be >= 1e-06" in parse_error(capsys, ["--sigma", "1e-30"])
+    assert train.get_args(["--sigma", "1e-30", "--mode", "hard"]).mode == "hard"  # hard CoT has no noise
+
+
+def test_steps_without_signal_neither_reset_nor_count_as_bad_steps(tmp_path):
+    """--sigma 1e-30 used to end with exit 0: every update with a signal was non-finite and skipped, but the
+    steps in between, with no signal, reset the bad-step count."""
+    from types import SimpleNamespace
+    model = torch.nn.Linear(1, 1, bias=False)
+    fake = SimpleNamespace(args=SimpleNamespace(grad_clip=1.0, lr=1e-3, warmup_steps=0, steps=9, max_bad_steps=2,
+                                                sigma=1e-30, tau=0.5),
+                           policy=SimpleNamespace(model=model), optimizer=torch.optim.AdamW(model.parameters()),
+                           progress={"updates": 0, "skipped": 0}, bad_steps=0, step=1, print0=lambda *a: None,
+                           save=lambda name: None)
+
+    def step(grad: float, signal: bool):
+        model.weight.grad = torch.full_like(model.weight, grad)
+        train.Trainer.clip_and_step(fake, 0.0, has_signal=signal)
+    step(math.nan, True)
+    step(0.0, False)  # no signal: says nothing about the gradient's health
+    assert fake.bad_steps == 1 and fake.progress == {"updates": 0, "skipped": 1}
+    with pytest.raises(SystemExit, match="2 non-finite steps in a row"):
+        step(math.nan, True)

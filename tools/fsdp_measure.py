@@ -1,10 +1,10 @@
-"""Rollout under FSDP on 2 gloo ranks (CPU): the model gathered once per rollout (train.gathered) against FSDP's
+"""Rollout under FSDP on 2 gloo ranks (CPU): the model gathered once per rollout (distributed.unsharded) against FSDP's
 default of gathering each block again at every decoding step, and against no FSDP (the whole model on each rank).
 
     OMP_NUM_THREADS=1 torchrun --standalone --nproc_per_node 2 tools/fsdp_measure.py [--rows 8 --cot 16]
 
 Both ranks roll out the same prompts with the same seeds, so they decode the same number of steps (per-step
-gathers would otherwise wait for each other forever: see train.gathered). Prints ms per decoding step, median of
+gathers would otherwise wait for each other forever: see distributed.unsharded). Prints ms per decoding step, median of
 --repeats after a warm-up, the three methods taking turns."""
 
 import argparse
@@ -17,7 +17,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__)))) 
 import torch
 import torch.distributed as dist
 
-import train
+import distributed
 from data import build_prompt, load_dataset
 from default_model import resolve_model
 from model import load_model
@@ -39,7 +39,7 @@ problem = load_dataset("arithmetic", "train")[0]
 prompt = tok.encode_prompt(build_prompt(problem.question, tok, "chat"))
 plain = load_model(folder).eval()
 sharded = load_model(folder).eval()
-root = train.shard(sharded, "cpu")
+root = distributed.shard(sharded, "cpu")
 
 
 def roll(fn_model):
@@ -52,7 +52,7 @@ def per_step():
 
 
 def gathered_once():
-    with train.gathered(root):
+    with distributed.unsharded(root):
         return roll(root)
 
 

@@ -22,6 +22,6 @@ def probe(name, fn):
     return wrapped
 
 
-for name in ("__init__", "validate", "rollouts", "update", "save"):
+for name in ("__init__", "validate", "rollouts", "clip_and_step", "save"):
     setattr(train.Trainer, name, probe(name, getattr(train.Trainer, name)))
 train.main(sys.argv[1:])
