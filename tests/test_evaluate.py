@@ -6,6 +6,7 @@ import json
 import math
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -212,9 +213,9 @@ def test_bad_flags_give_clear_errors(flags, message, capsys):
 def test_empty_dataset_and_missing_model_are_clear(tiny, tmp_path):
     empty = tmp_path / "empty.jsonl"
     empty.write_text("\n")
-    with pytest.raises(ValueError, match="no usable gsm8k problems"):
+    with pytest.raises(SystemExit, match="no usable gsm8k problems"):  # one line, no traceback
         evaluate.main(["--model", tiny[0], "--data-path", str(empty), "--output", str(tmp_path / "x.json")])
-    with pytest.raises(FileNotFoundError, match="model folder not found"):
+    with pytest.raises(SystemExit, match="model folder not found"):
         evaluate.main(["--model", str(tmp_path / "nope"), "--data-path", tiny[1], "--output", str(tmp_path / "x.json")])
 
 
@@ -258,10 +259,10 @@ def test_unwritable_output_fails_before_any_work(tiny, tmp_path, monkeypatch):
     monkeypatch.setattr(evaluate, "load_model", no_work)
     monkeypatch.setattr(evaluate, "load_dataset", no_work)
     (tmp_path / "a_file").write_text("")
-    with pytest.raises(OSError, match=r"--output .*a_file.*cannot write in"):
+    with pytest.raises(SystemExit, match=r"--output .*a_file.*cannot write in"):
         evaluate.main(tiny_argv(tiny, tmp_path / "a_file" / "r.json"))
     (tmp_path / "r.json").mkdir()
-    with pytest.raises(IsADirectoryError, match="is a folder"):
+    with pytest.raises(SystemExit, match="is a folder"):
         evaluate.main(tiny_argv(tiny, tmp_path / "r.json"))
 
 
@@ -270,9 +271,9 @@ def test_data_problems_are_reported_before_the_model_loads(tiny, tmp_path, monke
         raise AssertionError("the model was loaded before the data was checked")
     monkeypatch.setattr(evaluate, "resolve_model", no_model)
     monkeypatch.setattr(evaluate, "load_model", no_model)
-    with pytest.raises(ValueError, match="unknown dataset 'gsm9k'"):
+    with pytest.raises(SystemExit, match="unknown dataset 'gsm9k'"):
         evaluate.main(["--model", tiny[0], "--dataset", "gsm9k", "--output", str(tmp_path / "r.json")])
-    with pytest.raises(FileNotFoundError, match="does not exist"):
+    with pytest.raises(SystemExit, match="does not exist"):
         evaluate.main(["--model", tiny[0], "--data-path", str(tmp_path / "no.jsonl"),
                        "--output", str(tmp_path / "r.json")])
 
@@ -316,10 +317,10 @@ def test_a_signal_keeps_finished_settings_and_a_rerun_skips_them(tiny, tmp_path,
 def test_rerun_refuses_another_configuration_and_recomputes_k(tiny, tmp_path, monkeypatch):
     out = tmp_path / "r.json"
     evaluate.main(tiny_argv(tiny, out, "--settings", "hard-sample"))
-    with pytest.raises(ValueError, match=r"another configuration \(max_cot_tokens 12 there, 10 now; sigma 0.33 there, "
+    with pytest.raises(SystemExit, match=r"another configuration \(max_cot_tokens 12 there, 10 now; sigma 0.33 there, "
                                          r"0.5 now\); use another --output, or --overwrite"):
         evaluate.main(tiny_argv(tiny, out, "--settings", "hard-sample", "--max-cot-tokens", "10", "--sigma", "0.5"))
-    with pytest.raises(ValueError, match="other problems"):
+    with pytest.raises(SystemExit, match="other problems"):
         evaluate.main(tiny_argv(tiny, out, "--settings", "hard-sample", "--limit", "2"))
 
     def no_model(*args, **kwargs):
@@ -333,7 +334,7 @@ def test_rerun_refuses_another_configuration_and_recomputes_k(tiny, tmp_path, mo
     evaluate.main(tiny_argv(tiny, out, "--settings", "hard-greedy", "--max-cot-tokens", "10", "--overwrite"))
     assert json.load(open(out))["config"]["settings"] == ["hard-greedy"]
     (tmp_path / "other.json").write_text('{"not": "ours"}')
-    with pytest.raises(ValueError, match="exists but is not an evaluate.py result"):
+    with pytest.raises(SystemExit, match="exists but is not an evaluate.py result"):
         evaluate.main(tiny_argv(tiny, tmp_path / "other.json"))
 
 
@@ -362,3 +363,37 @@ def test_entropy_profile_of_hand_built_rollouts():
     sums, counts = torch.zeros(3, dtype=torch.float64), torch.zeros(3, dtype=torch.long)
     evaluate.add_entropy_by_position(sums, counts, broken)
     assert evaluate.entropy_profile(sums, counts) == {"mean": [None, 1.0], "count": [1, 1]}
+
+
+# --------------------------------------------------------------------------- issue 24: one-line errors, context, lock
+
+def run_evaluate(argv):
+    return subprocess.run([sys.executable, "evaluate.py", *argv], cwd=ROOT, capture_output=True, text=True,
+                          timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+
+
+def test_bad_input_is_one_line_not_a_traceback(tiny, tmp_path):
+    arch = tmp_path / "arch"
+    shutil.copytree(tiny[0], arch)
+    config = json.loads((arch / "config.json").read_text())
+    (arch / "config.json").write_text(json.dumps({**config, "model_type": "gpt2"}))
+    garbage = tmp_path / "garbage.json"
+    garbage.write_text("not json")
+    common = ["--data-path", tiny[1], "--limit", "1", "--settings", "hard-greedy"]
+    for argv, said in [(["--model", str(arch), "--output", str(tmp_path / "a.json")], "unsupported architecture"),
+                       (["--model", tiny[0], "--output", str(garbage)], "is not an evaluate.py result"),
+                       (["--model", tiny[0], "--dataset", "nosuchset", "--output", str(tmp_path / "b.json")],
+                        "unknown dataset"),
+                       (["--model", tiny[0], "--max-cot-tokens", "100000", "--output", str(tmp_path / "c.json")],
+                        "more than the model's context")]:
+        result = run_evaluate([*common, *argv] if "--dataset" not in argv else [*argv, "--limit", "1"])
+        assert result.returncode == 1 and said in result.stderr and "Traceback" not in result.stderr, result.stderr
+
+
+def test_a_second_evaluate_on_the_same_output_is_refused(tiny, tmp_path):
+    from checkpoint import RunLock
+    output = str(tmp_path / "x.json")
+    held = RunLock(output + ".lock", output)
+    result = run_evaluate(["--model", tiny[0], "--data-path", tiny[1], "--limit", "1", "--output", output])
+    held.release()
+    assert result.returncode == 1 and f"being written by PID {os.getpid()}" in result.stderr
