@@ -38,6 +38,31 @@ def atomic_write(path: str, data: str | bytes) -> None:
         raise
 
 
+def earlier_result(path: str, overwrite: bool, config: dict, same_keys, script: str) -> dict | None:
+    """The result JSON already at a script's --output, so that a rerun keeps what it finished and adds the rest:
+    None when there is none, or with --overwrite (said). Refused, in one line, when it is not such a result or
+    was made with another configuration (any of `same_keys` of its "config" differs from `config`)."""
+    if not os.path.exists(path):
+        return None
+    if overwrite:
+        print(f"--overwrite: discarding the results in {path}", file=sys.stderr)
+        return None
+    redo = "use another --output, or --overwrite to discard it"
+    try:
+        with open(path) as f:
+            old = json.load(f)
+        old_config = old["config"]
+        differ = [f"{key} {old_config[key]!r} there, {config[key]!r} now" for key in same_keys
+                  if old_config[key] != config[key]]
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+        raise SystemExit(f"{script}: --output {path} exists but is not an {script} result ({type(e).__name__}: "
+                         f"{e}); {redo}") from None
+    if differ:
+        raise SystemExit(f"{script}: --output {path} holds results of another configuration ({'; '.join(differ)}); "
+                         f"{redo}")
+    return old
+
+
 def json_line(row: dict) -> str:
     """One JSON line. JSON has no NaN or inf: such values are written as null and listed under "nonfinite"."""
     bad = [k for k, v in row.items() if isinstance(v, float) and not math.isfinite(v)]

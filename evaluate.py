@@ -31,7 +31,7 @@ import time
 import torch
 from tqdm import tqdm
 
-from checkpoint import RunLock, StopSignal, atomic_write
+from checkpoint import RunLock, StopSignal, atomic_write, earlier_result
 from data import (DATASET_DEFAULTS, FALLBACK_DEFAULTS, Problem, build_prompt, extract_boxed, load_dataset, pass_at_k,
                   reward)
 from default_model import resolve_model
@@ -274,28 +274,21 @@ def markdown_path(path: str) -> str:
 def load_finished(args, config: dict, problems) -> dict:
     """The settings already in --output, as {setting: {"seconds", "generations", "entropy_profile", "spec"}};
     refuses a file made with another configuration or other problems. {} with --overwrite or no file."""
-    if not os.path.exists(args.output):
-        return {}
-    if args.overwrite:
-        print(f"--overwrite: discarding the results in {args.output}", file=sys.stderr)
+    old = earlier_result(args.output, args.overwrite, config, SAME_RESULTS, "evaluate.py")
+    if old is None:
         return {}
     redo = "use another --output, or --overwrite to discard it"
     try:
-        with open(args.output) as f:
-            old = json.load(f)
-        old_config, old_problems = old["config"], old["problems"]
-        seconds = {r["setting"]: r["seconds"] for r in old["table"]}
+        old_problems, seconds = old["problems"], {r["setting"]: r["seconds"] for r in old["table"]}
         finished = {s: {"seconds": seconds[s], "generations": [p["generations"][s] for p in old_problems],
-                        "entropy_profile": old["entropy_profile"][s], "spec": old_config["settings_spec"][s]}
+                        "entropy_profile": old["entropy_profile"][s], "spec": old["config"]["settings_spec"][s]}
                     for s in seconds}
-    except (OSError, ValueError, KeyError, TypeError) as e:
+        same_problems = [(p["question"], p["label"]) for p in old_problems] == [(p.question, p.answer)
+                                                                              for p in problems]
+    except (KeyError, TypeError) as e:
         raise ValueError(f"--output {args.output} exists but is not an evaluate.py result ({type(e).__name__}: "
                          f"{e}); {redo}") from None
-    differ = [f"{key} {old_config.get(key)!r} there, {config[key]!r} now" for key in SAME_RESULTS
-              if old_config.get(key) != config[key]]
-    if differ:
-        raise ValueError(f"--output {args.output} holds results of another configuration ({'; '.join(differ)}); {redo}")
-    if [(p["question"], p["label"]) for p in old_problems] != [(p.question, p.answer) for p in problems]:
+    if not same_problems:
         raise ValueError(f"--output {args.output} holds results on other problems (dataset, split, --data-path or "
                          f"--limit changed); {redo}")
     print(f"{args.output} already holds {', '.join(finished)}: skipping them (--overwrite to redo)", file=sys.stderr)

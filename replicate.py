@@ -14,20 +14,23 @@ A run made with other flags than this command's is refused rather than reported.
 
 Restarting the same command skips finished work: a finished run (metrics.jsonl ends with train.py's summary line,
 or last/ is at the final step) is not trained again, an unfinished one continues with --resume, and an evaluation
-whose JSON already holds every setting with the same configuration is not run again (evaluate.py itself also skips
-finished settings). Ctrl-C reaches the running script too: train.py saves last/, evaluate.py keeps its finished
-settings, and the same command continues from there. All flags, the pass-through ones included, are checked by
-the scripts' own parsers before anything runs.
+whose JSON already holds every setting with the same configuration is not run again (evaluate.py and ood.py
+themselves also skip the settings and sets they hold). Ctrl-C reaches the running script too: train.py saves last/,
+evaluate.py keeps its finished settings, and the same command continues from there. On Linux, killing replicate.py
+(SIGTERM, even SIGKILL) sends the running script SIGTERM, to the same effect. All flags, the pass-through ones
+included, are checked by the scripts' own parsers before anything runs.
 """
 
 import argparse
 import concurrent.futures
 import contextlib
+import ctypes
 import io
 import json
 import os
 import platform
 import shlex
+import signal
 import statistics
 import subprocess
 import sys
@@ -36,10 +39,12 @@ import time
 
 import torch
 
+import config
 import evaluate
 import ood
 import plot
-import train
+from checkpoint import RUN_FILES, atomic_write
+from config import RESUME_SAFE
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 MODES = ("hard", "soft", "fuzzy")
@@ -65,7 +70,9 @@ OWNED = {"train.py": {"--mode": "use --modes", "--seed": "use --seeds", "--out-d
                       "--overwrite": "added when a run has no checkpoint"},
          "evaluate.py": {"--model": "the base model is train.py's --model", "--output": "use --root",
                          "--overwrite": "it would redo finished evaluations at every restart"},
-         "ood.py": {"--model": "the base model is train.py's --model", "--output": "use --root"}}
+         "ood.py": {"--model": "the base model is train.py's --model", "--output": "use --root",
+                    "--overwrite": "it would redo finished evaluations at every restart"}}
+PR_SET_PDEATHSIG = 1  # Linux's <sys/prctl.h>: the signal a process gets when its parent dies
 
 
 # --------------------------------------------------------------------------- arguments and the plan
@@ -159,7 +166,7 @@ def make_plan(args) -> dict:
             argv = [*shlex.split(preset["train"]), *train_extra, "--mode", mode, "--seed", str(seed),
                     "--out-dir", os.path.join(root, "runs", name)]
             runs.append({"name": name, "mode": mode, "seed": seed, "out_dir": argv[-1], "train_argv": argv,
-                         "train": checked("train.py", train.get_args, argv)})
+                         "train": checked("train.py", config.get_args, argv)})
     first = runs[0]["train"]  # the model, data and prompt are the same for every mode and seed
     data = ["--dataset", first.dataset, "--prompt-format", first.prompt_format]
     data += ["--data-path", first.data_path] if first.data_path else []
@@ -191,13 +198,34 @@ def ood_data_missing(ood_args) -> str | None:
 
 # --------------------------------------------------------------------------- running commands
 
+def die_with_parent():
+    """A Popen preexec_fn that has the child sent SIGTERM when replicate.py dies, even by SIGKILL, which no handler
+    of ours sees: train.py then saves last/ and stops, evaluate.py keeps its finished settings, and no command runs
+    on unrecorded. Linux only (prctl PR_SET_PDEATHSIG). Elsewhere None: there is no such call, and the child of a
+    killed replicate.py runs to its end; stop it by hand (its command was printed, its log is in ROOT/logs).
+    Linux sends the signal when the *thread* that started the child ends; run_command waits for its child in that
+    same thread, so that happens only when replicate.py dies."""
+    if not sys.platform.startswith("linux"):
+        return None
+    prctl = ctypes.CDLL(None, use_errno=True).prctl  # looked up here: between fork and exec the child only calls it
+    parent = os.getpid()
+
+    def preexec():
+        prctl(PR_SET_PDEATHSIG, int(signal.SIGTERM))
+        if os.getppid() != parent:  # the parent died before prctl: no signal will come
+            os._exit(1)
+    return preexec
+
+
 def run_command(cmd: list[str], log_path: str, env: dict | None = None) -> int:
     """Run `cmd` with its output appended to `log_path`; its exit status. On Ctrl-C the child got the same
-    signal (one process group): wait while it saves its work, then stop."""
+    signal (one process group): wait while it saves its work, then stop. If replicate.py is killed outright,
+    the child gets SIGTERM (die_with_parent)."""
     with open(log_path, "a") as log:
         log.write(f"$ {shlex.join(cmd)}\n")
         log.flush()
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=HERE, env=env)
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=HERE, env=env,
+                                preexec_fn=die_with_parent())
         try:
             return proc.wait()
         except KeyboardInterrupt:
@@ -290,7 +318,7 @@ def train_status(out_dir: str, wanted) -> str:
                 state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
             except Exception:  # corrupt: train.py --resume names it and falls back, or says why not
                 return "resume"
-            stored, free = state.get("args", {}), train.RESUME_SAFE | {"overwrite"}
+            stored, free = state.get("args", {}), RESUME_SAFE | {"overwrite"}
             differ = [f"--{k.replace('_', '-')} {stored[k]} there, {v} now" for k, v in vars(wanted).items()
                       if k not in free and k in stored and stored[k] != v]
             if differ:
@@ -301,15 +329,16 @@ def train_status(out_dir: str, wanted) -> str:
     return "done" if summary and summary["step"] >= steps else "start"  # done: last/ deleted to save space
 
 
-def check_same_generations(output: str, parsed):
-    """Refuse an evaluation JSON made with flags that change the generations: evaluate.py would refuse it too,
-    and it cannot be told to discard it (--overwrite at every restart would redo finished work)."""
+def check_same_results(output: str, parsed, same: tuple):
+    """Refuse an evaluation JSON made with flags that change its results (`same`, the script's SAME_RESULTS and
+    what picks the questions): evaluate.py and ood.py would refuse it too, and they cannot be told to discard it
+    (--overwrite at every restart would redo finished work)."""
     try:
         with open(output) as f:
             config = json.load(f)["config"]
     except (OSError, ValueError, KeyError):
         return
-    keys = [k for k in (*evaluate.SAME_RESULTS, "dataset", "split", "data_path", "limit") if k in vars(parsed)]
+    keys = [k for k in same if k in vars(parsed)]
     differ = [f"--{k.replace('_', '-')} {config.get(k)} there, {getattr(parsed, k)} now" for k in keys
               if config.get(k) != getattr(parsed, k)]
     if differ:
@@ -354,7 +383,7 @@ def main(argv=None):
             print(f"{run['name']}: finished, skipped ({run['out_dir']})")
             continue
         flag = ["--resume"] if status == "resume" else []
-        if status == "start" and any(os.path.exists(os.path.join(run["out_dir"], f)) for f in train.RUN_FILES):
+        if status == "start" and any(os.path.exists(os.path.join(run["out_dir"], f)) for f in RUN_FILES):
             print(f"{run['name']}: {run['out_dir']} holds a run stopped before its first checkpoint: starting over")
             flag = ["--overwrite"]
         commands.append(([*script("train.py", args.nproc_per_node), *run["train_argv"], *flag], "train_" + run["name"]))
@@ -383,14 +412,17 @@ def main(argv=None):
         if same_config(eval_argv[-1], parsed):
             print(f"evaluation of {name}: complete, skipped ({eval_argv[-1]})")
         else:  # evaluate.py adds the settings left to do, or recomputes pass@k for other --k
-            check_same_generations(eval_argv[-1], parsed)
+            check_same_results(eval_argv[-1], parsed, (*evaluate.SAME_RESULTS, "dataset", "split", "data_path",
+                                                        "limit"))
             commands.append(([*script("evaluate.py"), *eval_argv], "eval_" + name))
     if plan["ood_note"] is None:  # out of domain (Table 2)
         for name, model in models:
             ood_argv = plan["ood_argv"](model, name)
-            if ood_complete(ood_argv[-1], ood.get_args(ood_argv)):
+            parsed = ood.get_args(ood_argv)
+            if ood_complete(ood_argv[-1], parsed):
                 print(f"OOD evaluation of {name}: complete, skipped ({ood_argv[-1]})")
-            else:
+            else:  # ood.py adds the sets left to do
+                check_same_results(ood_argv[-1], parsed, ood.SAME_RESULTS)
                 commands.append(([*script("ood.py"), *ood_argv], "ood_" + name))
     else:
         print(f"out-of-domain evaluation {plan['ood_note']}")
@@ -398,9 +430,7 @@ def main(argv=None):
 
     figures = draw_figures(args, plan)
     path = os.path.join(root, "report.md")
-    with open(path + ".tmp", "w") as f:
-        f.write(report(args, plan, figures, time.time() - t0, argv))
-    os.replace(path + ".tmp", path)
+    atomic_write(path, report(args, plan, figures, time.time() - t0, argv))
     print(f"wrote {path}")
 
 
@@ -436,10 +466,15 @@ def groups(args, plan) -> list[tuple[str, list[str]]]:
         (f"{mode} training", [r["selected"] for r in plan["runs"] if r["mode"] == mode]) for mode in args.modes]
 
 
-def eval_rows(root: str, name: str) -> tuple[dict, int]:
-    """({setting: table row}, the largest k) of one evaluation."""
+def eval_rows(root: str, name: str) -> tuple[dict, int, int]:
+    """({setting: table row}, the largest k, the number of problems) of one evaluation."""
     result = read_json(os.path.join(root, "eval", name + ".json"))
-    return {row["setting"]: row for row in result["table"]}, max(result["config"]["k"])
+    return {row["setting"]: row for row in result["table"]}, max(result["config"]["k"]), len(result["problems"])
+
+
+def count_range(counts) -> str:
+    """How many problems (or questions) the cells of a table cover: '50', or '48–50' if the models' files differ."""
+    return f"{min(counts)}" if min(counts) == max(counts) else f"{min(counts)}–{max(counts)}"
 
 
 def table(head: list[str], rows: list[list[str]]) -> str:
@@ -450,7 +485,8 @@ def table(head: list[str], rows: list[list[str]]) -> str:
 def report(args, plan, figures: list[str], seconds: float, argv: list[str]) -> str:
     root = args.root
     evals = {name: eval_rows(root, name) for _, names in groups(args, plan) for name in names}
-    k = max(kk for _, kk in evals.values())
+    k = max(kk for _, kk, _ in evals.values())
+    problems = count_range([n for _, _, n in evals.values()])
     settings = [s for s in evaluate.SETTINGS if s in evals["base"][0]]
 
     def cell(names, setting, key):
@@ -477,14 +513,14 @@ def report(args, plan, figures: list[str], seconds: float, argv: list[str]) -> s
                      s.get("collapse") or ""])
     out += [table(["run", "steps", "base validation", "evaluated", "collapse warning"], rows), ""]
 
-    out += [f"## Table 1 shape: hard inference (greedy pass@1 / sample pass@1 / pass@{k})", ""]
+    out += [f"## Table 1 shape: hard inference (greedy pass@1 / sample pass@1 / pass@{k}), {problems} problems", ""]
     rows = [[label, cell(names, "hard-greedy", "pass@1"), cell(names, "hard-sample", "pass@1"),
              cell(names, "hard-sample", f"pass@{k}"), seeds(names) if i else "—"]
             for i, (label, names) in enumerate(groups(args, plan))]
     out += [table(["model", "greedy pass@1", "sample pass@1", f"pass@{k}", "seeds"], rows), ""]
 
     for key in ("pass@1", f"pass@{k}"):
-        out += [f"## Six inference settings (§7), {key}: training mode × inference setting", ""]
+        out += [f"## Six inference settings (§7), {key}: training mode × inference setting, {problems} problems", ""]
         rows = [[label, *(cell(names, s, key) for s in settings)] for label, names in groups(args, plan)]
         out += [table(["model", *settings], rows), ""]
     out.append("(greedy settings draw one rollout per problem: their pass@k is their pass@1)\n")
@@ -499,10 +535,11 @@ def report(args, plan, figures: list[str], seconds: float, argv: list[str]) -> s
         rows = [[label, *(mean_std([ood_rows[n][s][key] for n in names], digits)
                           for s in sets for key, digits in (("nll_per_token", 3), ("accuracy", 1)))]
                 for label, names in groups(args, plan)]
-        questions = ", ".join(f"{s} {ood_rows['base'][s]['questions']}" for s in sets)
-        out += [table(["model", *(f"{s} {what}" for s in sets for what in ("NLL", "acc"))], rows), "",
-                f"Questions per set: {questions} (ood.py: lower NLL is better; MC accuracy ranks the choices by "
-                "NLL per token, not the paper's generated answer).", ""]
+        questions = {s: count_range([rows_of[s]["questions"] for rows_of in ood_rows.values()]) for s in sets}
+        out += [table(["model", *(f"{s} {what} ({questions[s]} questions)" for s in sets for what in ("NLL", "acc"))],
+                      rows), "",
+                "(ood.py: lower NLL is better; MC accuracy ranks the choices by NLL per token, not the paper's "
+                "generated answer.)", ""]
 
     out += ["## Figures", ""] + [f"![{os.path.basename(f)}]({os.path.relpath(f, root)})\n" if f.endswith(".png")
                                  else f"- {f}\n" for f in figures]

@@ -26,7 +26,7 @@ import torch
 from tqdm import tqdm
 
 from checkpoint import RunLog, StopSignal, load_resume_state, prepare_out_dir, save_run_checkpoint
-from config import DEFAULTS, complete_args, get_args, parse_flags  # noqa: F401 (get_args: for scripts)
+from config import DEFAULTS, complete_args, parse_flags
 from data import build_prompt, load_dataset, reward
 from default_model import resolve_model
 from distributed import Policy, Ranks, check_fsdp, load_optimizer_shards
@@ -98,7 +98,7 @@ class Trainer:
                       a.max_cot_tokens, a.max_answer_tokens, model.cfg.max_seq_len, self.tok)
         self.lock = prepare_out_dir(a.out_dir, a.resume, a.overwrite) if self.ranks.master else None
 
-        where = self.ranks.start()
+        threads = self.ranks.start()
         self.rows = self.ranks.rows(B * G)  # this rank's rows: row r = problem r // G, sample r % G
         model.gradient_checkpointing = a.activation_checkpointing
         if not a.fsdp:  # under FSDP, fully_shard moves each rank's shard to its device
@@ -121,7 +121,8 @@ class Trainer:
             self.step, self.progress = state["step"], {**self.progress, **state["progress"]}
         noise = "" if a.mode == "hard" else f" sigma={a.sigma}"
         self.print0(f"mode={a.mode} tau={a.tau}{noise} model={a.model} dataset={a.dataset} ({len(self.train_set)} "
-                    f"train / {len(self.val_set)} val) B={B} G={G} steps={a.steps} {where}{' FSDP' if a.fsdp else ''}")
+                    f"train / {len(self.val_set)} val) B={B} G={G} steps={a.steps} world={self.ranks.world}"
+                    f"{' (FSDP)' if a.fsdp else ''} device={self.ranks.device} {threads}")
         if state:
             self.print0(f"resumed from {resume_from} at step {self.step} (base model validation "
                         f"{self.progress['base_val']:.3f}, best so far {self.progress['best_val']:.3f})")

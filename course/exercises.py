@@ -2,20 +2,23 @@
 
     python course/exercises.py list                    # the exercises
     python course/exercises.py make --out /tmp/student # a copy with the exercise functions' bodies removed
-    python course/exercises.py grade /tmp/student      # run each exercise's grader there, print the scores
+    python course/exercises.py grade /tmp/student      # grade the exercise files there, print the scores
+    python course/exercises.py grade /tmp/student --exercise 1   # only exercise 1, with every failing check
     python course/exercises.py grade                   # the same on this repository: full marks
 
-The student copy is the whole repository (the files git tracks, plus untracked files that .gitignore does not
-exclude) in which the body of each function below is replaced by
-`raise NotImplementedError("Exercise N — Eq. K: ...")`; its signature and docstring stay. Students edit the
-real files, so `train.py` then runs on *their* code. Nothing is hidden: this repository is the solution key.
+The student copy is the set of files git tracks in this repository, in which the body of each function below
+is replaced by `raise NotImplementedError("Exercise N — Eq. K: ...")`; its signature and docstring stay.
+Students edit the real files, so `train.py` then runs on *their* code. Nothing is hidden: this repository is
+the solution key.
 
-Each exercise has its own grader, course/graders/test_exNN_<name>.py (copied into the student copy), which
-calls that exercise's function and no other exercise's, and checks it against independent references
-(hand-computed values, torch.distributions, brute force, autograd on a naive form). `grade` runs all graders
-in one pytest process with DIR first on sys.path, and scores each exercise by the share of its tests that
-pass. It exits 0 whatever the score, and 2 on an internal error (no such folder, a grader missing, pytest
-not producing its report).
+Each exercise has its own grader, course/graders/test_exNN_<name>.py, which calls that exercise's function and
+no other exercise's, and checks it against independent references (hand-computed values, torch.distributions,
+brute force, autograd on a naive form). `grade DIR` trusts nothing in DIR but the exercise files (rloo.py,
+rollout.py, data.py, train.py, model.py): for each exercise it builds a fresh temporary tree from *this*
+repository (its graders, conftest and every other file), copies DIR's exercise files into it, and runs that
+exercise's grader there in its own pytest process, with no configuration file and a time limit (--timeout).
+An exercise scores its points times the share of its grader's tests that pass. `grade` exits 0 whatever the
+score, and 2 when it cannot grade (no such folder, an exercise file missing, pytest not producing its report).
 """
 
 import argparse
@@ -23,6 +26,7 @@ import ast
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -31,7 +35,7 @@ from dataclasses import dataclass
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 GRADERS = "course/graders"  # relative to the repository root, as git lists files
-TIMEOUT_S = 600             # a grade run takes ~20 s; a student's endless loop must not hang it
+TIMEOUT_S = 120             # per exercise; a grader takes a few seconds, a student's endless loop must not hang
 
 
 @dataclass(frozen=True)
@@ -59,13 +63,13 @@ class Exercise:
 # The exercise table (course/README.md explains each one in detail).
 EXERCISES = [
     Exercise(1, "rloo.py", "rloo_advantages", "Eq. 12",
-             "A = r - mean of the other G-1 rewards of the same prompt",
+             "A = r - mean of the other G-1 rewards of the same prompt; ValueError if G < 2",
              "the leave-one-out baseline, and why a group whose rewards are all equal gives no signal", 10, 15),
     Exercise(2, "rloo.py", "rloo_loss", "Eq. 13-14",
              "L = -(1/total) sum A * log pi, advantages detached",
              "the REINFORCE surrogate loss and how micro-batch losses add up to the step's", 10, 15),
     Exercise(3, "rollout.py", "noise_scale", "§2",
-             "sigma x the root mean square of all entries of the embedding matrix, as a float",
+             "sigma x the root mean square of all entries of the embedding matrix, in float32, as a float",
              "why the noise is scaled to the embeddings", 5, 10),
     Exercise(4, "rollout.py", "gaussian_log_prob", "Eq. 10",
              "log N(x; mean, sigma^2 I) summed over the last dim, constant included",
@@ -74,7 +78,8 @@ EXERCISES = [
              "mu = softmax(logits / tau) E, in float32, outside autocast",
              "the soft/fuzzy CoT input: a probability-weighted mixture of embeddings", 10, 20),
     Exercise(6, "rollout.py", "teacher_forced_logits", "§4",
-             "one forward over [prompt; recorded steps]; position P+s-1 predicts step s",
+             "one forward over [prompt; recorded steps]; position P+s-1 predicts step s; "
+             "E from getattr(model, 'module', model)",
              "teacher forcing: recomputing every step's distribution in one pass, no backprop through time",
              15, 30),
     Exercise(7, "data.py", "pass_at_k", "§7",
@@ -87,7 +92,7 @@ EXERCISES = [
              "linear warm-up over args.warmup_steps, then cosine decay to 0 at args.steps",
              "the learning-rate schedule of the paper's training recipe", 5, 10),
     Exercise(10, "rollout.py", "categorical", "§2",
-             "one categorical draw per row by inverting the CDF at the row's uniform u",
+             "one draw per row: the first token whose cumulative probability exceeds u x the row's total",
              "sampling without a host sync, from one random number per row", 10, 20, advanced=True),
     Exercise(11, "rollout.py", "StopMatcher.__init__", "§3",
              "the byte-level KMP table (m+1, V), done_state and brace_delta",
@@ -100,19 +105,21 @@ EXERCISES = [
 
 # --------------------------------------------------------------------------- make: the student copy
 
-def repo_files(root: str) -> list[str]:
-    """Tracked files plus untracked files that .gitignore does not exclude (paths relative to root)."""
+def repo_files(root: str, untracked: bool = False) -> list[str]:
+    """The files git tracks in `root`, and with `untracked` also the untracked files .gitignore does not exclude
+    (paths relative to root). A tracked file deleted from the working tree is left out."""
+    listing = ["git", "ls-files", "-z"] + (["--cached", "--others", "--exclude-standard"] if untracked else [])
     try:
-        out = subprocess.run(["git", "ls-files", "-z", "-co", "--exclude-standard"], cwd=root,
-                             capture_output=True, check=True).stdout.decode()
-        files = [f for f in out.split("\0") if f]
-    except (OSError, subprocess.CalledProcessError):  # not a git checkout: copy the tree, minus run outputs
-        skip = {".git", "__pycache__", ".pytest_cache", "results"}
-        files = []
-        for folder, dirs, names in os.walk(root):
-            dirs[:] = [d for d in dirs if d not in skip and not d.startswith("out")]
-            files += [os.path.relpath(os.path.join(folder, n), root) for n in names if not n.endswith(".pyc")]
-    return sorted(f for f in set(files) if os.path.isfile(os.path.join(root, f)))  # a deleted file is listed too
+        proc = subprocess.run(listing, cwd=root, capture_output=True)
+    except OSError:
+        raise SystemExit("git is not installed: the student copy and the grading tree are the files git lists "
+                         "in the repository; install git")
+    if proc.returncode != 0:
+        said = (proc.stderr.decode(errors="replace").strip().splitlines() or ["no message"])[0]
+        raise SystemExit(f"{root} is not a git checkout git can read ({said}): the student copy and the grading "
+                         "tree are the files git lists there; run this from a clone of the repository")
+    out = proc.stdout.decode()
+    return sorted(f for f in set(out.split("\0")) if f and os.path.isfile(os.path.join(root, f)))
 
 
 def find_function(tree: ast.Module, qualname: str):
@@ -157,7 +164,8 @@ def stub_source(source: str, exercises: list[Exercise], filename: str) -> str:
 
 
 def make(out: str, root: str = REPO) -> list[str]:
-    """Write the student copy of `root` into the new (or empty) folder `out`; returns the files written."""
+    """Write the student copy of `root` (the files git tracks: run outputs lying around stay out) into the new
+    (or empty) folder `out`; returns the files written."""
     out = os.path.abspath(out)
     if os.path.exists(out) and (not os.path.isdir(out) or os.listdir(out)):
         raise FileExistsError(f"{out} exists and is not an empty folder; choose another --out")
@@ -193,61 +201,108 @@ def make(out: str, root: str = REPO) -> list[str]:
 class Result:
     exercise: Exercise
     passed: int
-    total: int
-    errors: list[str]     # the exception type of each failed test, e.g. "NotImplementedError"
-    messages: list[str]   # and its message, e.g. "NotImplementedError: Exercise 1 — Eq. 12: ..."
+    total: int              # 0 when the grader timed out before pytest could count its tests
+    errors: list[str]       # the exception type of each failed test, e.g. "NotImplementedError"
+    messages: list[str]     # and its message, e.g. "AssertionError: rloo_advantages(...): got ..., expected ..."
+    failed_tests: list[str]  # and its name, e.g. "test_hand_computed"
+    report: str             # pytest's output: every failing check in full
 
     @property
     def points(self) -> float:
         return self.exercise.points * self.passed / self.total if self.total else 0.0
 
 
-def _exception_type(element) -> str:
-    """The exception type of a junit <failure>/<error>: 'NotImplementedError' from the message
-    'NotImplementedError: ...'; for a grader that could not even be imported, the traceback's last 'E' line."""
-    message = element.get("message") or ""
+def _failure_message(element) -> str:
+    """One line for a junit <failure>/<error>: 'NotImplementedError: Exercise 1 — ...', or the grader's own
+    'AssertionError: <check>: got ..., expected ...' without the introspection pytest appends after it; for a
+    grader that could not even be imported, the traceback's last 'E' line (e.g. the student's SyntaxError)."""
+    message = element.get("message") or element.tag
     if message == "collection failure":
         raised = [line[1:].strip() for line in (element.text or "").splitlines() if line.startswith("E ")]
         message = next((line for line in reversed(raised) if ":" in line), "CollectionError")
+    return " ".join(message.split("\nassert ", 1)[0].split())
+
+
+def _exception_type(message: str) -> str:
     if message.startswith("assert"):
         return "AssertionError"
     head = message.split(":", 1)[0].strip()
     return head.split(".")[-1] if head.replace(".", "").isidentifier() else "Error"
 
 
-def grade(folder: str = REPO) -> list[Result]:
-    """Run every exercise's grader against `folder` in one pytest process; one Result per exercise."""
-    folder = os.path.abspath(folder)
+def submitted_sources(folder: str) -> dict[str, bytes]:
+    """The exercise files of the submission in `folder`: the only thing grading takes from it."""
     if not os.path.isdir(folder):
         raise FileNotFoundError(f"{folder} is not a folder")
-    missing = [ex.grader for ex in EXERCISES if not os.path.isfile(os.path.join(folder, ex.grader))]
-    if missing:
-        raise FileNotFoundError(f"graders missing in {folder}: {', '.join(missing)}")
-    with tempfile.TemporaryDirectory() as tmp:
-        report = os.path.join(tmp, "junit.xml")
-        env = dict(os.environ, PYTHONPATH=os.pathsep.join([folder] + [p for p in
-                   os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]), PYTHONDONTWRITEBYTECODE="1")
-        cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--rootdir", folder,
-               "--continue-on-collection-errors", f"--junitxml={report}", "-o", "junit_family=xunit1",
-               *[ex.grader for ex in EXERCISES]]
-        try:
-            proc = subprocess.run(cmd, cwd=folder, env=env, capture_output=True, text=True, timeout=TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            raise RuntimeError(f"the graders ran past {TIMEOUT_S} s in {folder}: an endless loop in an exercise?")
+    sources = {}
+    for name in sorted({ex.file for ex in EXERCISES}):
+        path = os.path.join(folder, name)
+        if os.path.islink(path) or not os.path.isfile(path):
+            raise FileNotFoundError(f"{path} is missing or not a plain file: a submission is a student copy "
+                                    "(python course/exercises.py make) with the exercise files filled in")
+        with open(path, "rb") as f:
+            sources[name] = f.read()
+    return sources
+
+
+def _end_process_group(proc: subprocess.Popen):
+    """Kill the grader's process group: pytest, and anything the submission's code started and left running."""
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.wait()
+
+
+def run_grader(ex: Exercise, sources: dict[str, bytes], instructor_files: list[str], timeout_s: float) -> Result:
+    """`ex`'s grader in its own pytest process, in a fresh tree of this repository's files with the submission's
+    exercise files in place of ours; no configuration file but an empty one, no plugins but pytest's own."""
+    with tempfile.TemporaryDirectory(prefix="grade-", ignore_cleanup_errors=True) as tmp:
+        tree, report, log = os.path.join(tmp, "tree"), os.path.join(tmp, "junit.xml"), os.path.join(tmp, "log")
+        for name in instructor_files:
+            os.makedirs(os.path.dirname(os.path.join(tree, name)), exist_ok=True)
+            shutil.copy2(os.path.join(REPO, name), os.path.join(tree, name))
+        for name, source in sources.items():
+            with open(os.path.join(tree, name), "wb") as f:
+                f.write(source)
+        env = {k: v for k, v in os.environ.items() if k not in ("PYTEST_ADDOPTS", "PYTEST_PLUGINS")}
+        env.update(PYTHONDONTWRITEBYTECODE="1", PYTEST_DISABLE_PLUGIN_AUTOLOAD="1")
+        cmd = [sys.executable, "-m", "pytest", "-q", "-c", os.devnull, "--rootdir", tree, "--confcutdir", tree,
+               "-p", "no:cacheprovider", f"--junitxml={report}", "-o", "junit_family=xunit1", ex.grader]
+        with open(log, "w") as out:
+            proc = subprocess.Popen(cmd, cwd=tree, env=env, stdout=out, stderr=subprocess.STDOUT,
+                                    start_new_session=True)
+            try:
+                proc.wait(timeout=timeout_s)
+                timed_out = False
+            except subprocess.TimeoutExpired:
+                timed_out = True
+            finally:
+                _end_process_group(proc)
+        with open(log, errors="replace") as f:
+            output = f.read()
+        if timed_out:
+            why = (f"Timeout: exercise {ex.number}'s grader ran past {timeout_s:g} s (an endless loop?); every "
+                   "test of it counts as failed")
+            return Result(ex, 0, 0, ["Timeout"], [why], [""], output)
         if not os.path.exists(report):
-            raise RuntimeError(f"pytest wrote no report (exit {proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
-        by_file: dict[str, list] = {}   # grader path -> its junit <testcase> elements (xunit1 names the file)
-        for case in ET.parse(report).getroot().iter("testcase"):
-            by_file.setdefault(os.path.normpath(case.get("file", "")), []).append(case)
-    results = []
-    for ex in EXERCISES:
-        cases = by_file.get(os.path.normpath(ex.grader), [])  # a grader that cannot be imported: one error case
-        bad = [el for c in cases for el in c if el.tag in ("failure", "error")]
-        failed = sum(1 for c in cases if any(el.tag in ("failure", "error") for el in c))
-        total = sum(1 for c in cases if not any(el.tag == "skipped" for el in c))
-        messages = [(el.get("message") or el.tag).splitlines()[0] for el in bad]
-        results.append(Result(ex, total - failed, total, [_exception_type(el) for el in bad], messages))
-    return results
+            raise RuntimeError(f"pytest wrote no report for {ex.grader} (exit {proc.returncode}):\n{output}")
+        cases = list(ET.parse(report).getroot().iter("testcase"))  # a grader that cannot be imported: one error
+    # a case's first <failure>/<error> (a failed test can also fail its teardown: one failure all the same)
+    firsts = [(c, next((el for el in c if el.tag in ("failure", "error")), None)) for c in cases]
+    failed = [(c, el) for c, el in firsts if el is not None]
+    messages = [_failure_message(el) for _, el in failed]
+    total = sum(1 for c in cases if not any(el.tag == "skipped" for el in c))
+    return Result(ex, total - len(failed), total, [_exception_type(m) for m in messages], messages,
+                  [c.get("name", "") for c, _ in failed], output)
+
+
+def grade(folder: str = REPO, numbers: list[int] | None = None, timeout_s: float = TIMEOUT_S) -> list[Result]:
+    """Grade the exercise files in `folder` (all exercises, or those `numbers`); one Result per exercise."""
+    sources = submitted_sources(os.path.abspath(folder))
+    instructor_files = repo_files(REPO, untracked=True)  # the instructor's working tree, uncommitted edits too
+    chosen = [ex for ex in EXERCISES if numbers is None or ex.number in numbers]
+    return [run_grader(ex, sources, instructor_files, timeout_s) for ex in chosen]
 
 
 def table(results: list[Result]) -> str:
@@ -263,6 +318,25 @@ def table(results: list[Result]) -> str:
     return "\n".join(rows)
 
 
+def first_failures(results: list[Result], folder: str, limit: int = 600) -> str:
+    """For each exercise the student has started and not yet got right: its first failing check (what it
+    called, what came back, what was expected) and the command that shows every failing check in full."""
+    blocks = []
+    for r in results:
+        started = [(test, message) for test, error, message in zip(r.failed_tests, r.errors, r.messages)
+                   if error != "NotImplementedError"]
+        if not started:
+            continue
+        test, message = started[0]
+        message = message if len(message) <= limit else message[:limit] + " …"
+        where = f"; the first, {test}" if test else ""
+        blocks.append(f"exercise {r.exercise.number}, {r.exercise.function}: {len(r.errors)} failing "
+                      f"test{'s' if len(r.errors) != 1 else ''}{where}:\n    {message}\n"
+                      f"  every failing test in full: python course/exercises.py grade {folder} "
+                      f"--exercise {r.exercise.number}")
+    return "\n".join(blocks)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="command", required=True)
@@ -271,8 +345,19 @@ def main(argv=None) -> int:
     mk.add_argument("--out", required=True, help="a new or empty folder outside the repository")
     gr = sub.add_parser("grade", help="grade a student copy (default: this repository, the solutions)")
     gr.add_argument("folder", nargs="?", default=REPO)
+    gr.add_argument("--exercise", type=int, nargs="+", metavar="N",
+                    help="grade only these exercises, and print every failing check of theirs in full")
+    gr.add_argument("--timeout", type=float, default=TIMEOUT_S, metavar="S",
+                    help=f"seconds each exercise's grader may run; past it the exercise scores 0 (default "
+                         f"{TIMEOUT_S})")
     gr.add_argument("--json", help="also write the scores to this JSON file")
     args = ap.parse_args(argv)
+    if args.command == "grade":
+        unknown = sorted(set(args.exercise or []) - {ex.number for ex in EXERCISES})
+        if unknown:
+            ap.error(f"no exercise {', '.join(map(str, unknown))}; `python course/exercises.py list` lists them")
+        if args.timeout <= 0:
+            ap.error(f"--timeout must be positive, not {args.timeout:g}")
 
     try:
         if args.command == "list":
@@ -285,15 +370,26 @@ def main(argv=None) -> int:
             print(f"wrote {len(files)} files to {os.path.abspath(args.out)}; "
                   f"{len(EXERCISES)} functions now raise NotImplementedError. Grade it with:\n"
                   f"  python course/exercises.py grade {os.path.abspath(args.out)}")
+            untracked = sorted(set(repo_files(REPO, untracked=True)) - set(files))
+            if untracked:
+                print(f"left out {len(untracked)} untracked file(s) (git add them to hand them out): "
+                      f"{', '.join(untracked[:10])}{' …' if len(untracked) > 10 else ''}")
         else:
-            results = grade(args.folder)
+            folder = os.path.abspath(args.folder)
+            results = grade(folder, args.exercise, args.timeout)
             print(table(results))
+            failures = first_failures(results, folder)
+            if failures:
+                print("\n" + failures)
+            for r in results if args.exercise else []:
+                print(f"\n---- exercise {r.exercise.number}, pytest's report of {r.exercise.grader} ----\n"
+                      f"{r.report.rstrip()}")
             if args.json:
                 with open(args.json, "w") as f:
                     json.dump([{"exercise": r.exercise.number, "function": r.exercise.function,
                                 "passed": r.passed, "total": r.total, "points": r.points,
-                                "max_points": r.exercise.points, "errors": r.errors, "messages": r.messages}
-                               for r in results], f, indent=1)
+                                "max_points": r.exercise.points, "errors": r.errors, "messages": r.messages,
+                                "failed_tests": r.failed_tests} for r in results], f, indent=1)
     except (OSError, ValueError, LookupError, RuntimeError, SyntaxError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

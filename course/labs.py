@@ -32,9 +32,9 @@ sys.path.insert(0, REPO)
 
 import torch  # noqa: E402
 
+import config  # noqa: E402
 import plot  # noqa: E402
 import replicate  # noqa: E402
-import train  # noqa: E402
 from data import build_prompt, load_dataset, reward  # noqa: E402
 from default_model import resolve_model  # noqa: E402
 from model import load_model  # noqa: E402
@@ -276,7 +276,7 @@ def against_lab5(root: str, jobs: int, script: str, mode: str, label: str) -> tu
         out = os.path.join(root, f"{label}-{mode}-s{seed}")
         runs.append(out)
         argv = [*shlex.split(replicate.PRESETS["cpu"]["train"]), "--mode", mode, "--seed", str(seed), "--out-dir", out]
-        status = replicate.train_status(out, train.get_args(argv))  # done / resume (a checkpoint) / start
+        status = replicate.train_status(out, config.get_args(argv))  # done / resume (a checkpoint) / start
         if status != "done":
             commands.append(([sys.executable, os.path.join(HERE, script), *argv,
                               "--resume" if status == "resume" else "--overwrite"], f"{label}_s{seed}"))

@@ -1,8 +1,10 @@
 """The method in seven cells, on the real modules (no copies of the code): run it top to bottom, or cell by cell
 in an editor that knows `# %%` cells (VS Code, PyCharm, Spyder, Jupytext).
 
-    python course/walkthrough.py           # the offline default model (SmolLM2-135M-Instruct), ~1-2 min on 2 cores
-    python course/walkthrough.py --tiny    # a tiny random model with the same tokenizer: seconds (what CI runs)
+    python course/walkthrough.py           # the offline default model (SmolLM2-135M-Instruct): minutes
+    python course/walkthrough.py --tiny    # a tiny random model with the same tokenizer (what CI runs)
+
+(Times measured on a busy 2-core machine: course/README.md, "A first look".)
 
 Each cell names the section or equation of docs/paper.md it illustrates and prints what to look at.
 """
@@ -67,18 +69,23 @@ print("log π of each trajectory, as recorded while generating:", [round(v, 1) f
 rewards = torch.tensor([[reward(text, problem.answer, problem.numeral_answer) for text in fuzzy.answer_text]])
 advantages = rloo_advantages(rewards)
 print("rewards:", rewards.tolist(), " advantages:", [round(a, 1) for a in advantages[0].tolist()])
-if rewards.std() == 0:
-    print("no reward spread in this group: every advantage is 0, so this prompt gives no gradient")
+if rewards.std() > 0:
+    shown_advantages = advantages[0]
+else:  # cells 5-6 want a gradient to look at: stand-in advantages, said so, not RLOO's
+    shown_advantages = torch.tensor([1.0, -1.0] * (G // 2))
+    print("no reward spread in this group: every advantage is 0, so this prompt gives no gradient (Eq. 12).\n"
+          f"To still show one, cells 5 and 6 use made-up demonstration advantages {shown_advantages.tolist()} "
+          "instead of these RLOO ones.")
 
 # %% 5. The loss (Eq. 13-14): one teacher-forced forward recomputes log π with gradients, no backprop through time
 model.train()
 teacher = log_prob(model, fuzzy)                                   # (G,) with gradients
 print("teacher-forced log π - recorded log π:", [round(v, 3) for v in (teacher - fuzzy.logp).tolist()])
-demo_advantages = advantages[0] if rewards.std() > 0 else torch.tensor([1.0, -1.0] * (G // 2))  # for a visible gradient
-loss = rloo_loss(teacher, demo_advantages)
+loss = rloo_loss(teacher, shown_advantages)
 loss.backward()
 grad = torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None])
-print(f"loss {loss.item():.1f}, gradient norm {grad.norm().item():.3g} "
+which = "RLOO's advantages" if rewards.std() > 0 else "the demonstration advantages, not RLOO's"
+print(f"loss {loss.item():.1f} with {which}, gradient norm {grad.norm().item():.3g} "
       "(large: Eq. 10's 1/σ²; train.py clips it to 1.0)")
 
 # %% 6. Which steps that gradient comes from (lab 7): the CoT's Eq. 10 terms against the answer tokens
@@ -86,7 +93,7 @@ terms = step_log_probs(model, fuzzy)                               # (G, steps) 
 part_norms = []
 for kind in (STEP_COT, STEP_ANSWER):
     model.zero_grad()
-    rloo_loss((terms * (fuzzy.step_kinds == kind)).sum(1), demo_advantages).backward(retain_graph=True)
+    rloo_loss((terms * (fuzzy.step_kinds == kind)).sum(1), shown_advantages).backward(retain_graph=True)
     part_norms.append(torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None]).norm().item())
 print(f"gradient norm from the CoT steps {part_norms[0]:.3g}, from the answer tokens {part_norms[1]:.3g}")
 print("where the first dwarfs the second (soft on the lab: 21-66x, results/gradient_split.md), clipping and Adam "

@@ -120,3 +120,17 @@ def test_unknown_shape_or_mode_is_a_clear_error():
         main(["--shapes", "gpt-5", "--device", "cpu"])
     with pytest.raises(ValueError, match="--modes"):
         main(["--tiny", "--modes", "hard,warm", "--device", "cpu"])
+
+
+@pytest.mark.slow  # a subprocess each: the command line as a user meets it
+@pytest.mark.parametrize("flags, message", [
+    (["--shapes", "nonsense"], "unknown shape 'nonsense'"),
+    (["--tiny", "--batch", "32,lots"], "--batch must be comma-separated integers"),
+    (["--tiny", "--repeats", "0"], "--repeats must be at least 1"),
+])
+def test_a_bad_flag_is_a_one_line_usage_error_not_a_traceback(flags, message):
+    proc = subprocess.run([sys.executable, "tools/bench.py", "--device", "cpu", *flags], cwd=ROOT, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    last = proc.stderr.splitlines()[-1]  # after argparse's usage line
+    assert last.startswith("bench.py: error: ") and message in last and not proc.stdout

@@ -3,6 +3,8 @@
 import importlib.metadata
 import json
 import os
+import subprocess
+import sys
 
 import gguf
 import numpy as np
@@ -15,6 +17,7 @@ from default_model import DEFAULT_NAME, convert_gguf, resolve_model
 transformers = pytest.importorskip("transformers")
 tokenizers = pytest.importorskip("tokenizers")
 
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 TEMPLATE = "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
 
@@ -159,3 +162,29 @@ def test_real_smollm2_converts_and_answers(smollm2_folder, capsys, monkeypatch):
     out = model.generate(ids, max_new_tokens=12, do_sample=False)
     answer = tok.decode(out[0, ids.shape[1]:], skip_special_tokens=True)
     assert "Paris" in answer, answer
+
+
+def test_an_out_that_cannot_be_built_is_one_line_not_a_traceback(tmp_path, monkeypatch):
+    write_tiny_gguf(tmp_path / "tiny.gguf", tied=True)
+    monkeypatch.setattr(default_model, "find_gguf", lambda: str(tmp_path / "tiny.gguf"))
+    (tmp_path / "a_file").write_text("")
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "x").write_text("")
+    for out, message in [(tmp_path / "a_file" / "model", "cannot build .*a_file/model .*pass --out a folder you can"),
+                         (tmp_path / "full", ".*full already exists and is not empty")]:
+        with pytest.raises(SystemExit, match="^default_model.py: " + message) as e:
+            default_model.main(["--out", str(out)])
+        assert "\n" not in e.value.code  # a message, so exit status 1
+    assert sorted(os.listdir(tmp_path)) == ["a_file", "full", "tiny.gguf"]  # no build folder left behind
+
+
+@pytest.mark.slow  # a subprocess each: the command line as a user meets it
+@pytest.mark.parametrize("flags", [["--out", "BLOCKER/model"], []])  # [] builds in $SOFT_TOKENS_CACHE
+def test_the_command_line_says_what_is_wrong_in_one_line_and_exits_1(flags, tmp_path):
+    blocker = tmp_path / "a_file"  # nothing can be made under a file, whoever runs the test (root too)
+    blocker.write_text("")
+    env = {**os.environ, "SOFT_TOKENS_CACHE": str(blocker / "cache"), "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.run([sys.executable, "default_model.py", *[f.replace("BLOCKER", str(blocker)) for f in flags]],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr and not proc.stdout, proc.stderr
+    assert proc.stderr.splitlines()[-1].startswith("default_model.py: "), proc.stderr  # after any progress line

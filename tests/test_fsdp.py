@@ -14,6 +14,7 @@ import torch
 from safetensors.torch import load_file
 
 import checkpoint
+import config
 import distributed
 import train
 from model import load_model
@@ -132,7 +133,7 @@ def fake_last(out_dir, optimizer, **flags):
     """out_dir/last as train.py writes it, as far as main() reads before loading anything."""
     os.makedirs(out_dir / "last")
     (out_dir / "last" / "config.json").write_text("{}")
-    stored = vars(train.get_args(["--out-dir", str(out_dir), *(f"--{k}" for k, v in flags.items() if v)]))
+    stored = vars(config.get_args(["--out-dir", str(out_dir), *(f"--{k}" for k, v in flags.items() if v)]))
     torch.save({"optimizer": optimizer, "step": 1, "args": stored, "progress": {}}, out_dir / "last" / "train_state.pt")
 
 

@@ -250,3 +250,57 @@ def test_unwritable_output_fails_before_loading_the_model(tmp_path, capsys, monk
         with pytest.raises(SystemExit):
             ood.main(["--output", output])
         assert "is not writable" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- the output file across runs
+
+def ood_argv(tiny, data_dir, out, *more):
+    return ["--model", tiny, "--data-dir", data_dir, "--batch-size", "2", "--output", str(out), *more]
+
+
+def test_a_rerun_keeps_the_finished_sets_and_adds_the_others(tiny, data_dir, tmp_path, monkeypatch):
+    out = tmp_path / "ood.json"
+    first = ood.main(ood_argv(tiny, data_dir, out, "--sets", "arc_easy", "--limit", "2"))
+    scored, score_set = [], ood.score_set
+
+    def spy(model, tok, items, fmt, batch_size, desc):
+        scored.append(desc)
+        return score_set(model, tok, items, fmt, batch_size, desc)
+    monkeypatch.setattr(ood, "score_set", spy)
+    ood.main(ood_argv(tiny, data_dir, out, "--sets", "arc_easy,mmlu", "--limit", "2"))
+    ood.main(ood_argv(tiny, data_dir, out, "--sets", "hellaswag", "--limit", "2"))
+    assert scored == ["mmlu", "hellaswag"]  # arc_easy was already there
+    saved = json.loads(out.read_text())
+    assert [r["set"] for r in saved["table"]] == ["hellaswag", "arc_easy", "mmlu"] == saved["config"]["sets"]
+    assert saved["table"][1] == first["table"][0] and saved["records"]["arc_easy"] == first["records"]["arc_easy"]
+    assert set(saved["config"]["sources"]) == {"hellaswag", "arc_easy", "mmlu"} and saved["complete"]
+    assert all(f"| {s} |" in (tmp_path / "ood.md").read_text() for s in ("hellaswag", "arc_easy", "mmlu"))
+
+    monkeypatch.setattr(ood, "load_model", lambda *a, **k: pytest.fail("the model was loaded with nothing to do"))
+    again = ood.main(ood_argv(tiny, data_dir, out, "--sets", "mmlu,arc_easy", "--limit", "2"))
+    assert again["table"] == saved["table"] and again["complete"] and scored == ["mmlu", "hellaswag"]
+
+
+def test_a_rerun_with_another_configuration_is_refused_and_overwrite_starts_over(tiny, data_dir, tmp_path):
+    out = tmp_path / "ood.json"
+    ood.main(ood_argv(tiny, data_dir, out, "--sets", "arc_easy", "--limit", "2"))
+    before = out.read_text()
+    for flags, differ in [(["--limit", "1"], "limit 2 there, 1 now"),
+                          (["--limit", "2", "--prompt-format", "chat"], "prompt_format 'raw' there, 'chat' now")]:
+        with pytest.raises(SystemExit, match=f"holds results of another configuration .{differ}.*--overwrite"):
+            ood.main(ood_argv(tiny, data_dir, out, "--sets", "arc_easy,mmlu", *flags))
+        assert out.read_text() == before
+    redone = ood.main(ood_argv(tiny, data_dir, out, "--sets", "mmlu", "--limit", "3", "--overwrite"))
+    assert [(r["set"], r["questions"]) for r in redone["table"]] == [("mmlu", 3)]
+    assert json.loads(out.read_text())["table"] == redone["table"]
+
+    (tmp_path / "other.json").write_text('{"config": {}, "table": "not rows"}')
+    with pytest.raises(SystemExit, match="other.json exists but is not an ood.py result"):
+        ood.main(ood_argv(tiny, data_dir, tmp_path / "other.json", "--sets", "arc_easy"))
+
+
+def test_default_output_is_in_the_git_ignored_outputs_folder(tiny, data_dir, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    ood.main(["--model", tiny, "--data-dir", data_dir, "--sets", "arc_easy", "--limit", "1"])
+    assert sorted(os.listdir(tmp_path)) == ["outputs"]
+    assert sorted(os.listdir(tmp_path / "outputs")) == ["ood.json", "ood.md"]

@@ -5,7 +5,10 @@ fabricated runs: a one-step run, and 30-step runs with three seeds per mode."""
 import itertools
 import json
 import math
+import os
 import random
+import shutil
+import subprocess
 import sys
 
 import pytest
@@ -13,6 +16,7 @@ import pytest
 import plot
 from plot import entropy_profile, expand_runs, mean_band, metric_curve, pass_at_k_curve, read_metrics
 
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SETTINGS = ["hard-greedy", "hard-sample", "soft-greedy", "soft-sample", "fuzzy-greedy", "fuzzy-sample"]
 
 
@@ -125,7 +129,7 @@ def test_read_metrics_skips_the_summary_a_truncated_last_line_and_null_values(tm
     assert 2 not in metric_curve(rows, "grad_norm") and set(metric_curve(rows, "grad_norm")) == {1, 3, 4}
     assert set(metric_curve(rows, "val_accuracy")) == {0, 4}
     path.write_text('{"step": 1}\nnot json\n{"step": 2}\n')
-    with pytest.raises(ValueError, match="metrics.jsonl:2: not JSON"):
+    with pytest.raises(SystemExit, match="metrics.jsonl:2: not JSON"):
         read_metrics(str(path))
 
 
@@ -203,3 +207,55 @@ def test_pass_at_k_and_entropy_figures(tmp_path, pyplot):
     plot.main(["entropy", f"base={base[0]},{base[1]}", f"fuzzy-trained={trained}", "--setting", "hard-sample",
                "--output", str(tmp_path / "entropy.png")])
     assert_png(tmp_path / "entropy.png")
+
+
+# --------------------------------------------------------------------------- what plot.py refuses, and where it writes
+
+@pytest.mark.parametrize("text", [
+    "",
+    "hello world\n",                           # one line of text (read as a line cut short by a crash)
+    "garbage\nmore garbage\n",
+    '{"a": 1}\n{"b": 2}\n',                    # JSON without a step
+    '{"step": "one", "reward": 5}\n{"step": "two", "reward": 6}\n',
+    '[1, 2]\n[3, 4]\n',
+    '{"step": 1, "learning_rate": 2}\n',       # a step, but nothing plot.py draws
+])
+def test_a_metrics_file_with_nothing_to_plot_is_an_error_not_an_empty_figure(text, tmp_path, pyplot):
+    path = tmp_path / "metrics.jsonl"
+    path.write_text(text)
+    with pytest.raises(SystemExit) as e:
+        plot.main(["train", str(path), "--output", str(tmp_path / "curves.png")])
+    assert isinstance(e.value.code, str) and str(path) in e.value.code and "\n" not in e.value.code  # exit 1
+    assert not (tmp_path / "curves.png").exists()
+
+
+@pytest.mark.slow  # a subprocess each: the command line as a user meets it
+@pytest.mark.parametrize("command, text", [
+    ("train", '{"step": "one", "reward": 5}\n{"step": "two", "reward": 6}\n'),  # a string step
+    ("passk", '{"step": 1, "reward": 5}\n{"step": 2, "reward": 6}\n'),          # a metrics.jsonl to passk
+    ("passk", '{"step": 1, "reward": 5}\n'),
+    ("entropy", '{"config": {}, "table": [{"set": "arc_easy", "accuracy": 25.0}]}'),  # an ood.py JSON
+])
+def test_a_wrong_file_is_a_one_line_error_with_exit_1_not_a_traceback(command, text, tmp_path, pyplot):
+    path = tmp_path / "given.jsonl"
+    path.write_text(text)
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "plot.py"), command, str(path), "--output",
+                           str(tmp_path / "figure.png")], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert proc.stderr.startswith(f"plot.py: {path}") and proc.stderr.count("\n") == 1, proc.stderr
+
+
+def test_a_figure_without_output_goes_to_the_git_ignored_outputs_folder(tmp_path, pyplot, monkeypatch):
+    metrics = write_metrics(tmp_path / "run", steps=2, seed=0)
+    monkeypatch.chdir(tmp_path / "run")
+    plot.main(["train", str(metrics)])
+    assert sorted(os.listdir(tmp_path / "run")) == ["metrics.jsonl", "outputs"]
+    assert_png(tmp_path / "run" / "outputs" / "curves.png")
+    if shutil.which("git") is None:
+        pytest.skip("no git")
+    for command in ("train", "passk", "entropy"):  # ood.py's default, outputs/ood.json, is in the same folder
+        default = plot.get_args([command, "x"]).output
+        ignored = subprocess.run(["git", "check-ignore", "-q", default], cwd=ROOT).returncode  # 128: not a checkout
+        if ignored == 128:
+            pytest.skip("not a git checkout")
+        assert ignored == 0, f"git status would show {default}"

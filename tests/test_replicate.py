@@ -6,6 +6,9 @@ import math
 import os
 import shlex
 import shutil
+import signal
+import subprocess
+import sys
 import threading
 import time
 
@@ -15,7 +18,7 @@ import torch
 import evaluate
 import ood
 import replicate
-import train
+import config
 from data import DATASET_DEFAULTS
 
 
@@ -97,7 +100,7 @@ class FakeScripts:
             if stop is None:
                 f.write(json.dumps({"step": steps, "summary": "done", "best_step": steps, "best_val_accuracy": 0.2,
                                     "base_val_accuracy": 0.1, "collapse": None}) + "\n")
-        torch.save({"step": stop or steps, "args": vars(train.get_args(argv))},
+        torch.save({"step": stop or steps, "args": vars(config.get_args(argv))},
                    os.path.join(out, "last", "train_state.pt"))
         if stop is None and name in HARD_GREEDY:
             os.makedirs(os.path.join(out, "best"), exist_ok=True)
@@ -287,3 +290,76 @@ def test_bad_flags_fail_before_any_command(argv, message, tmp_path, monkeypatch,
     with pytest.raises(SystemExit) as e:
         replicate.main(["--root", str(tmp_path), *argv])
     assert message in str(e.value) + capsys.readouterr().err
+
+
+def test_every_report_table_says_how_many_problems_it_covers(tmp_path, monkeypatch, ood_data):
+    os.makedirs(ood_data)
+    monkeypatch.setattr(replicate, "draw_figures", lambda args, plan: [])
+    monkeypatch.setattr(replicate, "run_command", FakeScripts())
+    replicate.main(fake_argv(tmp_path, ood_data))
+    problems = len(json.load(open(tmp_path / "eval" / "base.json"))["problems"])
+    questions = {r["set"]: r["questions"] for r in json.load(open(tmp_path / "ood" / "base.json"))["table"]}
+    tables = 0
+    for section in (tmp_path / "report.md").read_text().split("\n## ")[1:]:
+        heading, body = section.split("\n", 1)
+        header = next((line for line in body.splitlines() if line.startswith("| ")), None)
+        if header is None or heading == "Runs":  # Runs: train.py's validation accuracies, not these evaluations'
+            continue
+        tables += 1
+        if heading.startswith("Table 2"):  # a count per set: the sets differ in size
+            assert all(f"{s} {what} ({n} questions)" in header for s, n in questions.items() for what in ("NLL", "acc"))
+        else:
+            assert heading.endswith(f", {problems} problems"), heading
+    assert tables == 4  # Table 1, the six settings at pass@1 and at pass@k, Table 2
+
+
+def test_an_ood_result_made_with_other_flags_is_refused_before_any_command(tmp_path, monkeypatch, ood_data):
+    os.makedirs(ood_data)
+    monkeypatch.setattr(replicate, "draw_figures", lambda args, plan: [])
+    monkeypatch.setattr(replicate, "run_command", FakeScripts())
+    replicate.main(fake_argv(tmp_path, ood_data))
+    again = FakeScripts()
+    monkeypatch.setattr(replicate, "run_command", again)
+    limit = replicate.PRESETS["cpu"]["ood_limit"]
+    with pytest.raises(SystemExit, match=rf"ood/base.json holds an evaluation made with other flags \(--limit {limit} "
+                                         rf"there, {limit + 1} now\)"):
+        replicate.main(fake_argv(tmp_path, ood_data, "--ood-limit", str(limit + 1)))
+    assert again.commands == []
+
+
+def alive(pid: int) -> bool:
+    """Whether process `pid` runs (a zombie, dead but not yet reaped by its new parent, does not)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+@pytest.mark.slow  # spawns a Python that imports replicate.py (torch and the scripts): a few seconds
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's; elsewhere the command "
+                    "of a killed replicate.py runs on (replicate.die_with_parent)")
+def test_the_running_command_dies_with_a_killed_replicate(tmp_path):
+    pid_file, child_pid = tmp_path / "child.pid", None
+    command = (f"import os, time; open({str(pid_file)!r} + '.part', 'w').write(str(os.getpid())); "
+               f"os.rename({str(pid_file)!r} + '.part', {str(pid_file)!r}); time.sleep(300)")
+    parent = subprocess.Popen([sys.executable, "-c", "import sys, replicate; replicate.run_command("
+                               f"[sys.executable, '-c', {command!r}], {str(tmp_path / 'command.log')!r})"],
+                              cwd=replicate.HERE)
+    try:
+        deadline = time.time() + 120
+        while not pid_file.exists():
+            assert parent.poll() is None and time.time() < deadline, "the command never started"
+            time.sleep(0.1)
+        child_pid = int(pid_file.read_text())
+        assert alive(child_pid)
+        parent.send_signal(signal.SIGKILL)  # no handler runs, no finally: only the kernel can tell the command
+        parent.wait()
+        deadline = time.time() + 5
+        while alive(child_pid) and time.time() < deadline:
+            time.sleep(0.05)
+        assert not alive(child_pid), "the command outlived replicate.py"
+    finally:
+        parent.kill()
+        if child_pid is not None and alive(child_pid):
+            os.kill(child_pid, signal.SIGKILL)

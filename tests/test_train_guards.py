@@ -1,7 +1,6 @@
 """train.py's guards, in-process and fast: flags, resume arguments, checkpoints that refuse code, survive corruption
 and a full disk, the output folder, the logs after a resume, and data problems found before the model loads."""
 
-import argparse
 import errno
 import json
 import math
@@ -10,15 +9,15 @@ import os
 import pytest
 import torch
 
-import train
 import checkpoint
-import distributed
+import config
+import train
 from model import ModelConfig, Transformer
 
 
 def parse_error(capsys, argv, stored=None) -> str:
     with pytest.raises(SystemExit) as e:
-        train.get_args(argv, stored=stored)
+        config.get_args(argv, stored=stored)
     assert e.value.code == 2
     return capsys.readouterr().err
 
@@ -39,23 +38,23 @@ def test_bad_flags_fail_at_once(capsys, argv, message):
 
 
 def test_defaults_per_dataset_and_mode():
-    assert train.get_args(["--dataset", "gsm8k"]).max_cot_tokens == 128  # the paper's GSM8K budget (§3)
-    assert train.get_args(["--mode", "soft"]).tau == 0.5 and train.get_args([]).tau == 0.0001
+    assert config.get_args(["--dataset", "gsm8k"]).max_cot_tokens == 128  # the paper's GSM8K budget (§3)
+    assert config.get_args(["--mode", "soft"]).tau == 0.5 and config.get_args([]).tau == 0.0001
     # σ: the paper's 0.33 except on the lab task (course/README.md, "How it was tuned"); a flag wins
-    assert [train.get_args(["--dataset", d]).sigma for d in ("gsm8k", "arithmetic", "math500", "lab")] == [0.33] * 3 + [1.0]
-    assert train.get_args(["--dataset", "lab", "--sigma", "0.33"]).sigma == 0.33
+    assert [config.get_args(["--dataset", d]).sigma for d in ("gsm8k", "arithmetic", "math500", "lab")] == [0.33] * 3 + [1.0]
+    assert config.get_args(["--dataset", "lab", "--sigma", "0.33"]).sigma == 0.33
 
 
 def stored_run():
-    return vars(train.get_args(["--samples-per-prompt", "4", "--max-cot-tokens", "16", "--val-size", "4",
+    return vars(config.get_args(["--samples-per-prompt", "4", "--max-cot-tokens", "16", "--val-size", "4",
                                 "--sigma", "0.5", "--lr", "1e-4", "--out-dir", "run"]))
 
 
 def test_resume_takes_the_stored_arguments_and_allows_the_safe_ones():
-    args = train.get_args(["--resume", "--out-dir", "run", "--steps", "500", "--eval-every", "7"], stored=stored_run())
+    args = config.get_args(["--resume", "--out-dir", "run", "--steps", "500", "--eval-every", "7"], stored=stored_run())
     assert (args.samples_per_prompt, args.max_cot_tokens, args.val_size, args.sigma, args.lr) == (4, 16, 4, 0.5, 1e-4)
     assert (args.steps, args.eval_every, args.resume) == (500, 7, True)
-    same = train.get_args(["--resume", "--out-dir", "run", "--sigma", "0.5"], stored=stored_run())  # equal: fine
+    same = config.get_args(["--resume", "--out-dir", "run", "--sigma", "0.5"], stored=stored_run())  # equal: fine
     assert same.sigma == 0.5
 
 
@@ -67,7 +66,7 @@ def test_resume_refuses_conflicting_flags_and_lists_them(capsys):
 
 
 def test_parse_flags_sees_only_the_command_line():
-    assert train.parse_flags(["--sigma", "0.33", "--resume"]) == {"sigma": 0.33, "resume": True}  # 0.33: also a default
+    assert config.parse_flags(["--sigma", "0.33", "--resume"]) == {"sigma": 0.33, "resume": True}  # 0.33: also a default
 
 
 def tiny_model():
@@ -225,7 +224,7 @@ def test_data_problems_are_reported_before_the_model_loads(tmp_path, monkeypatch
         raise AssertionError("the model was loaded before the data was checked")
     monkeypatch.setattr(train, "resolve_model", no_model)
     monkeypatch.setattr(train, "load_model", no_model)
-    args = train.get_args([*flags, "--out-dir", str(tmp_path / "run")])
+    args = config.get_args([*flags, "--out-dir", str(tmp_path / "run")])
     with pytest.raises(SystemExit) as e:
         train.Trainer(args, None, None)
     assert str(e.value).startswith("data:") and message in str(e.value)
@@ -263,8 +262,8 @@ def test_links_in_a_run_folder_are_refused_never_written_through(out, tmp_path):
 def test_resume_writes_to_the_folder_it_resumed_from():
     """`cp -r runA/last out/; train.py --resume`: the stored out_dir (runA) must not become the folder written."""
     stored = {**stored_run(), "out_dir": "runA"}
-    assert train.complete_args({"resume": True}, stored).out_dir == "out"
-    assert train.complete_args({"resume": True, "out_dir": "runB"}, stored).out_dir == "runB"
+    assert config.complete_args({"resume": True}, stored).out_dir == "out"
+    assert config.complete_args({"resume": True, "out_dir": "runB"}, stored).out_dir == "runB"
 
 
 def test_overwrite_deletes_nothing_when_the_command_cannot_run(tmp_path):
@@ -296,7 +295,7 @@ def test_a_run_that_never_saved_starts_over_and_resume_says_what_to_do(out, caps
 
 def test_sigma_too_small_for_eq10_is_refused(capsys):
     assert "--sigma must be >= 1e-06" in parse_error(capsys, ["--sigma", "1e-30"])
-    assert train.get_args(["--sigma", "1e-30", "--mode", "hard"]).mode == "hard"  # hard CoT has no noise
+    assert config.get_args(["--sigma", "1e-30", "--mode", "hard"]).mode == "hard"  # hard CoT has no noise
 
 
 def test_steps_without_signal_neither_reset_nor_count_as_bad_steps(tmp_path):

@@ -86,9 +86,17 @@ TINY = dict(shapes="tiny", train_shape="tiny", batch="4", prompt_len=8, cot=16, 
 
 
 def parse_args(argv=None) -> argparse.Namespace:
+    """The flags, checked: a bad value raises ValueError (on the command line: a one-line usage error, exit 2)."""
     args = parser.parse_args(argv)
     if args.tiny:  # argparse fills in a default only where the namespace has no value yet
         args = parser.parse_args(argv, namespace=argparse.Namespace(**TINY))
+    for name in args.shapes.split(",") + ([] if args.skip_train_step else [args.train_shape]):
+        if name not in SHAPES:
+            raise ValueError(f"unknown shape {name!r}; known: {', '.join(SHAPES)}")
+    if any(m not in ("hard", "soft", "fuzzy") for m in args.modes.split(",")):
+        raise ValueError(f"--modes must be a subset of hard,soft,fuzzy, got {args.modes!r}")
+    if not all(b.strip().isdigit() and int(b) > 0 for b in args.batch.split(",")):
+        raise ValueError(f"--batch must be comma-separated integers >= 1, got {args.batch!r}")
     if args.threads is not None and args.threads < 1:
         raise ValueError(f"--threads must be at least 1, got {args.threads}")
     if args.repeats < 1:
@@ -351,11 +359,6 @@ def main(argv=None):
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     shapes = args.shapes.split(",")
     modes = args.modes.split(",")
-    for name in shapes + ([] if args.skip_train_step else [args.train_shape]):
-        if name not in SHAPES:
-            raise ValueError(f"unknown shape {name!r}; known: {sorted(SHAPES)}")
-    if any(m not in ("hard", "soft", "fuzzy") for m in modes):
-        raise ValueError(f"--modes must be a subset of hard,soft,fuzzy, got {args.modes!r}")
     with_hf = not args.no_transformers
     if with_hf:
         try:
@@ -406,4 +409,8 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
+    try:
+        parse_args()  # checked here too, so that a bad flag is one line and exit 2, as argparse's own errors
+    except ValueError as e:
+        parser.error(str(e))
     main()

@@ -48,7 +48,7 @@ def main(argv=None):
         raise SystemExit("usage: python tools/same_run.py RUN_A RUN_B (two finished train.py run folders: "
                          "metrics.jsonl and last/model.safetensors in each)")
     found = differences(*argv)
-    print("\n".join(found) if found else f"the same: every metrics value (times aside) and every last/ weight")
+    print("\n".join(found) if found else "the same: every metrics value (times aside) and every last/ weight")
     return 1 if found else 0
 
 

@@ -3,6 +3,7 @@
 import math
 
 import torch
+from expect import close
 
 from rollout import gaussian_log_prob
 
@@ -13,21 +14,24 @@ def test_equals_torch_distributions():
     for sigma in (0.05, 0.33, 2.0):
         reference = torch.distributions.Normal(mean, sigma).log_prob(x).sum(-1)
         ours = gaussian_log_prob(x, mean, sigma)
-        assert ours.shape == (3, 5)
-        assert torch.allclose(ours, reference, rtol=1e-10, atol=1e-9)
+        close(f"gaussian_log_prob(x, mean, {sigma}) on (3, 5, 7) inputs against torch.distributions.Normal",
+              ours, reference, rtol=1e-10, atol=1e-9)
         mvn = torch.distributions.MultivariateNormal(mean[0, 0], sigma**2 * torch.eye(7, dtype=torch.float64))
-        assert abs(float(ours[0, 0]) - float(mvn.log_prob(x[0, 0]))) < 1e-9
+        close(f"gaussian_log_prob(x, mean, {sigma})[0, 0] against torch.distributions.MultivariateNormal",
+              ours[0, 0], mvn.log_prob(x[0, 0]), rtol=0, atol=1e-9)
 
 
 def test_at_the_mean_only_the_constant_is_left():
     d, sigma = 4, 0.5
     x = torch.ones(d)
     expected = -0.5 * d * math.log(2 * math.pi * sigma**2)   # the constant of Eq. 10 is kept
-    assert abs(float(gaussian_log_prob(x, x.clone(), sigma)) - expected) < 1e-6
+    close("gaussian_log_prob(x, x, 0.5) with d = 4: only the constant -d/2 log(2 pi sigma^2)",
+          gaussian_log_prob(x, x.clone(), sigma), expected, rtol=0, atol=1e-6)
 
 
 def test_gradient_wrt_mean_is_residual_over_variance():
     x = torch.randn(6, 3)
     mean = torch.randn(6, 3, requires_grad=True)
     gaussian_log_prob(x, mean, 0.7).sum().backward()
-    assert torch.allclose(mean.grad, (x - mean.detach()) / 0.49, atol=1e-5)
+    close("d gaussian_log_prob(x, mean, 0.7) / d mean: (x - mean) / 0.49", mean.grad, (x - mean.detach()) / 0.49,
+          atol=1e-5)

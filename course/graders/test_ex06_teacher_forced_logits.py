@@ -8,6 +8,7 @@ from dataclasses import fields
 
 import torch
 import torch.nn as nn
+from expect import close, equal
 
 from rollout import STEP_ANSWER, STEP_COT, STEP_PAD, STEP_PREFILL, Rollout, teacher_forced_logits
 
@@ -69,11 +70,14 @@ def check(mode):
     with torch.no_grad():
         ours = teacher_forced_logits(model, r)
         expected = loop_reference(model, r)
-    assert ours.shape == (2, 5, V)
+    equal(f"teacher_forced_logits(model, {mode} rollout of 2 rows x 5 steps, V = {V}).shape", tuple(ours.shape),
+          (2, 5, V))
     for b, row in enumerate(expected):
         for s, logits in enumerate(row):
             if logits is not None:
-                assert torch.allclose(ours[b, s], logits, atol=1e-4), f"row {b}, step {s}"
+                close(f"{mode} rollout, row {b} (left padding {int(r.pad_lens[b])}), step {s}: the logits that "
+                      "predicted it, against one forward over the row's prompt and its steps before s", ours[b, s],
+                      logits, atol=1e-4)
 
 
 def test_hard_rollout_steps_are_token_embeddings():
@@ -98,10 +102,13 @@ class Wrapper(nn.Module):
 def test_a_wrapped_model_gives_the_same_logits():
     model, r = ToyCausalLM(), make_rollout("soft")
     with torch.no_grad():
-        assert torch.equal(teacher_forced_logits(Wrapper(model), r), teacher_forced_logits(model, r))
+        close("teacher_forced_logits of a model wrapped like DistributedDataParallel (E on .module) against the "
+              "bare model's", teacher_forced_logits(Wrapper(model), r), teacher_forced_logits(model, r), rtol=0, atol=0)
 
 
 def test_gradients_flow_to_the_parameters():
     model, r = ToyCausalLM(), make_rollout("fuzzy")
     teacher_forced_logits(model, r)[0, :4].sum().backward()
-    assert model.A.grad.abs().sum() > 0 and model.embed_tokens.weight.grad.abs().sum() > 0
+    for name, parameter in (("A", model.A), ("embed_tokens.weight", model.embed_tokens.weight)):
+        assert parameter.grad is not None and parameter.grad.abs().sum() > 0, \
+            f"the gradient of teacher_forced_logits(...).sum() with respect to the model's {name}: got none"

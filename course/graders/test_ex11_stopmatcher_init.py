@@ -4,6 +4,7 @@ prefix of the stop text" check on random token sequences."""
 import random
 
 import torch
+from expect import equal
 
 from rollout import STOP_TEXT, StopMatcher
 
@@ -19,8 +20,8 @@ def longest_prefix_suffix(text: bytes, pattern: bytes) -> int:
 def check(pattern: str, seed: int):
     matcher = StopMatcher(PIECES, "cpu", stop_text=pattern) if pattern != STOP_TEXT else StopMatcher(PIECES, "cpu")
     m = len(pattern.encode())
-    assert matcher.done_state == m
-    assert tuple(matcher.table.shape) == (m + 1, len(PIECES))
+    equal(f"StopMatcher(stop_text={pattern!r}).done_state", matcher.done_state, m)
+    equal(f"StopMatcher(stop_text={pattern!r}).table's shape", tuple(matcher.table.shape), (m + 1, len(PIECES)))
     rnd = random.Random(seed)
     for _ in range(150):
         text, state = b"", 0
@@ -28,7 +29,8 @@ def check(pattern: str, seed: int):
             token = rnd.randrange(len(PIECES))
             text += PIECES[token]
             state = int(matcher.table[state, token])
-            assert state == longest_prefix_suffix(text, pattern.encode()), (text, pattern)
+            equal(f"the state after the text {text!r} (stop text {pattern!r}): the length of the longest prefix "
+                  "of the stop text that the text ends with", state, longest_prefix_suffix(text, pattern.encode()))
 
 
 def test_paper_stop_text():
@@ -46,10 +48,12 @@ def test_every_state_and_token_against_brute_force():
     matcher = StopMatcher(PIECES, "cpu", stop_text=pattern.decode())
     for s in range(len(pattern) + 1):
         for t, piece in enumerate(PIECES):
-            assert int(matcher.table[s, t]) == longest_prefix_suffix(pattern[:s] + piece, pattern), (s, piece)
+            equal(f"table[{s}, token {piece!r}] for the stop text 'abab'", int(matcher.table[s, t]),
+                  longest_prefix_suffix(pattern[:s] + piece, pattern))
 
 
 def test_brace_balance_of_each_token():
     matcher = StopMatcher(PIECES, "cpu")
     expected = [p.count(b"{") - p.count(b"}") for p in PIECES]
-    assert torch.as_tensor(matcher.brace_delta).tolist() == expected
+    equal("brace_delta: each token's count of '{' minus '}'", torch.as_tensor(matcher.brace_delta).tolist(),
+          expected)

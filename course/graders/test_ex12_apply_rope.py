@@ -2,6 +2,7 @@
 relative-position property."""
 
 import torch
+from expect import close
 
 from model import apply_rope
 
@@ -28,17 +29,17 @@ def test_equals_complex_rotation():
     x = torch.randn(2, 3, 5, 8, dtype=torch.float64)
     positions = torch.tensor([[0, 1, 2, 3, 4], [0, 0, 7, 8, 100]])       # e.g. a left-padded row
     cos, sin = cos_sin(positions, 8)
-    out = apply_rope(x, cos, sin)
-    assert out.shape == x.shape
-    assert torch.allclose(out, complex_reference(x, positions), atol=1e-10)
+    close(f"apply_rope(x (2, 3, 5, 8), positions {positions.tolist()}) against rotating x_i + i x_(i+hd/2)",
+          apply_rope(x, cos, sin), complex_reference(x, positions), atol=1e-10)
 
 
 def test_position_zero_is_the_identity_and_norms_are_kept():
     x = torch.randn(1, 2, 4, 16, dtype=torch.float64)
     cos, sin = cos_sin(torch.zeros(1, 4), 16)
-    assert torch.allclose(apply_rope(x, cos, sin), x)
+    close("apply_rope at position 0: the identity", apply_rope(x, cos, sin), x)
     cos, sin = cos_sin(torch.tensor([[3, 9, 27, 81]]), 16)
-    assert torch.allclose(apply_rope(x, cos, sin).norm(dim=-1), x.norm(dim=-1))
+    close("the norm of each head vector after apply_rope: a rotation keeps it",
+          apply_rope(x, cos, sin).norm(dim=-1), x.norm(dim=-1))
 
 
 def test_scores_depend_only_on_the_distance():
@@ -50,5 +51,9 @@ def test_scores_depend_only_on_the_distance():
         ck, sk = cos_sin(torch.tensor([[n]]), 8)
         return float((apply_rope(q, cq, sq) * apply_rope(k, ck, sk)).sum())
 
-    assert abs(score(5, 2) - score(13, 10)) < 1e-9 and abs(score(0, 0) - float((q * k).sum())) < 1e-9
-    assert abs(score(5, 2) - score(2, 5)) > 1e-6   # but the direction matters
+    close("the score of q at position 13 and k at 10 against q at 5 and k at 2: the same distance",
+          score(13, 10), score(5, 2), rtol=0, atol=1e-9)
+    close("the score of q and k both at position 0 against q . k", score(0, 0), float((q * k).sum()), rtol=0,
+          atol=1e-9)
+    gap = abs(score(5, 2) - score(2, 5))
+    assert gap > 1e-6, "the scores of (q at 5, k at 2) and (q at 2, k at 5): got the same, expected them to differ"
