@@ -28,9 +28,12 @@ def atomic_write(path: str, data: str | bytes) -> None:
     """Write `data` to a temporary file beside `path`, then rename it over `path`: readers, and a crash, only
     ever see the old file or the new one. A full disk raises OSError and leaves the old file."""
     fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), prefix=".tmp_", suffix=".part")
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # as open() would make it: mkstemp's files are private to their owner
+    mode, encoding = ("wb", None) if isinstance(data, bytes) else ("w", "utf-8")
     try:
-        with os.fdopen(fd, "wb" if isinstance(data, bytes) else "w", **({} if isinstance(data, bytes) else
-                                                                         {"encoding": "utf-8"})) as f:
+        with os.fdopen(fd, mode, encoding=encoding) as f:
             f.write(data)
         os.replace(tmp, path)
     except BaseException:

@@ -42,9 +42,10 @@ def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="train.py", description=HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     flag = lambda name, **kw: ap.add_argument(name, default=None, **kw)
     on = lambda name, help: ap.add_argument(name, action="store_const", const=True, default=None, help=help)
-    flag("--mode", choices=["hard", "soft", "fuzzy"], help="CoT kind (§2; default fuzzy)")
+    flag("--mode", choices=list(DEFAULT_TAU), help="CoT kind (§2; gumbel, multiplex: §9; default fuzzy)")
     flag("--sigma", type=finite_float, help="noise multiplier: σ = sigma × RMS(E) (§2; default: the paper's 0.33, lab 1.0)")
-    flag("--tau", type=finite_float, help="CoT temperature (default: hard 1.0, soft 0.5, fuzzy 1e-4)")
+    flag("--tau", type=finite_float, help="CoT temperature (default: rollout.DEFAULT_TAU: hard 1.0, soft 0.5, fuzzy 1e-4, gumbel and "
+                                           "multiplex 1.0)")
     flag("--answer-tau", type=finite_float, help="answer temperature in training (§3; default 1.0)")
     flag("--model", help="a Hugging Face folder or Hub id (default: the offline smollm2-135m-instruct)")
     flag("--dataset", help="arithmetic (default), lab, gsm8k, math500, olympiadbench, ... (data.py)")
@@ -123,8 +124,9 @@ def check_args(ap, a):
     if a.samples_per_prompt < 2:
         problems.append("--samples-per-prompt must be >= 2: the RLOO baseline needs other samples")
     if a.mode != "hard" and a.sigma <= 0:
-        problems.append("--sigma must be > 0 for soft/fuzzy training: σ = 0 has no log-probability (Eq. 10)")
-    elif a.mode != "hard" and a.sigma < MIN_SIGMA:
+        problems.append(f"--sigma must be > 0 for {a.mode} training: σ = 0 is the greedy CoT, which has no "
+                        "log-probability (Eq. 10; gumbel and multiplex: their noise is on for any σ > 0)")
+    elif a.mode in ("soft", "fuzzy") and a.sigma < MIN_SIGMA:
         problems.append(f"--sigma must be >= {MIN_SIGMA:g} for soft/fuzzy training: a smaller noise is lost when "
                         "float32 rounds the noisy input (Eq. 10's action) and 1/σ² overflows in its gradient")
     if a.tau <= 0 or a.answer_tau <= 0:

@@ -40,7 +40,9 @@ from rollout import PREFILL_BUDGET, PREFILL_EARLY, STEP_COT, StopMatcher, check_
 from tokenizer import load_tokenizer
 
 # §7: setting -> (CoT kind, CoT τ, sampled?). A sampled soft/fuzzy CoT adds noise σ = --sigma × RMS(E) (§2),
-# a greedy one none; hard CoT never has noise. The answer is greedy in every setting.
+# a greedy one none; hard CoT never has noise. The answer is greedy in every setting. After the paper's six, two
+# other methods' kinds (§9), at their authors' T = 1: sampled with their own noise, greedy without (gumbel:
+# g = 0; multiplex: K copies of the argmax, which is hard-greedy).
 SETTINGS = {
     "hard-greedy": ("hard", 0.0, False),
     "hard-sample": ("hard", 1.0, True),
@@ -48,7 +50,12 @@ SETTINGS = {
     "soft-sample": ("soft", 0.5, True),
     "fuzzy-greedy": ("fuzzy", 0.0001, False),
     "fuzzy-sample": ("fuzzy", 0.0001, True),
+    "gumbel-greedy": ("gumbel", 1.0, False),
+    "gumbel-sample": ("gumbel", 1.0, True),
+    "multiplex-greedy": ("multiplex", 1.0, False),
+    "multiplex-sample": ("multiplex", 1.0, True),
 }
+PAPER_SETTINGS = list(SETTINGS)[:6]  # the default --settings: the paper's evaluation (§7)
 PAPER_EVAL_COT_TOKENS = 512  # §3: the CoT budget at evaluation, in every setting, whatever the training budget
 CPU_BATCH_ROWS, GPU_BATCH_ROWS = 16, 512  # rows per generate call (on CPU short calls waste less on early stops)
 PREFILLS = (PREFILL_EARLY, PREFILL_BUDGET)  # §3: what follows the CoT, one or the other
@@ -80,7 +87,8 @@ def get_args(argv=None):
     ap.add_argument("--dataset", default="gsm8k", help="gsm8k | math500 | olympiadbench | arithmetic | lab")
     ap.add_argument("--split", default="test")
     ap.add_argument("--data-path", default=None, help="local JSONL/parquet file or folder instead of the Hub")
-    ap.add_argument("--settings", default=",".join(SETTINGS), help="comma-separated, from: " + ", ".join(SETTINGS))
+    ap.add_argument("--settings", default=",".join(PAPER_SETTINGS),
+                    help="comma-separated, from: " + ", ".join(SETTINGS) + " (default: the paper's six)")
     ap.add_argument("--n-samples", type=int, help="rollouts per problem in sample settings (default 32; arithmetic 8)")
     ap.add_argument("--k", default=None, help="comma-separated k for pass@k (default: 1,N-SAMPLES)")
     ap.add_argument("--limit", type=int, default=None, help="evaluate the first LIMIT problems only")
@@ -143,7 +151,8 @@ def get_args(argv=None):
 # --------------------------------------------------------------------------- generation and scoring
 
 def setting_sigma(name, args) -> float:
-    """The noise multiplier of a setting: --sigma for sampled soft/fuzzy CoT, else 0 (§7)."""
+    """The noise multiplier of a setting: --sigma for a sampled CoT of any kind but hard, else 0 (§7). Gumbel and
+    multiplex (§9) read only whether it is 0 (greedy): their noise has no scale of ours."""
     mode, _, sampled = SETTINGS[name]
     return args.sigma if sampled and mode != "hard" else 0.0
 

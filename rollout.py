@@ -8,8 +8,11 @@ A rollout is   [prompt] [CoT inputs ...] [prefill] [answer tokens ...]
 σ is absolute: `sigma_abs` = `sigma` × RMS(E), `sigma` being the multiplier of §2 (`noise_scale`).
 The log-probability of a trajectory is Σ_CoT log N(h̃_t; p_{t-1}E, σ²I) + Σ_answer log p(a_t)  (Eq. 9-10);
 `log_prob` recomputes it with gradients in one teacher-forced forward, no backpropagation through time.
+Two other methods' CoT inputs come with them (§9): `gumbel` (SofT-GRPO: a Gumbel-perturbed mixture of the top
+tokens) and `multiplex` (Multiplex Thinking: K sampled tokens merged into one input).
 
-The math comes first: noise_scale, soft_mean, gaussian_log_prob, generate, log_prob (with step_log_probs and
+The math comes first: noise_scale, soft_mean, gaussian_log_prob, the CoT kinds (`KINDS`: how each draws its
+input from the logits, and that input's log-density), generate, log_prob (with step_log_probs and
 teacher_forced_logits). Below "numerics and speed", the machinery they run on. All rows advance in lockstep,
 one position per forward, each in its own phase (CoT, prefill, answer, done: `Phases`), so a row's inputs
 always sit in consecutive cache slots and the teacher-forced pass sees exactly the same sequence. The stop
@@ -37,7 +40,6 @@ STEP_PAD, STEP_COT, STEP_PREFILL, STEP_ANSWER = 0, 1, 2, 3
 STOP_TEXT = "The final answer is:"
 PREFILL_EARLY = " \\boxed{"                 # §3: given after an early stop
 PREFILL_BUDGET = "The final answer is: \\boxed{"  # §3: given when the CoT hits its budget
-DEFAULT_TAU = {"hard": 1.0, "soft": 0.5, "fuzzy": 0.0001}  # §2
 JACOBIAN_TOP_K = 64  # generation-time logits recorded per soft/fuzzy CoT step (see log_prob)
 
 
@@ -71,6 +73,185 @@ def gaussian_log_prob(x: torch.Tensor, mean: torch.Tensor, sigma_abs: float) -> 
     return -(x - mean).pow(2).sum(-1) / (2 * sigma_abs**2) - 0.5 * d * math.log(2 * math.pi * sigma_abs**2)
 
 
+# --------------------------------------------------------------------------- the CoT kinds (§2, §9)
+# A kind is how a CoT step's input is drawn from the logits (`draw`, in generate) and that input's log-density
+# under the current parameters (`log_density`, in step_log_probs, on the teacher-forced logits). What teacher
+# forcing needs is recorded per step in Rollout fields; the input itself is recorded (`cot_embeds`) and fed
+# back as data for every kind but hard, whose input is its token.
+
+@dataclass
+class CotStep:
+    """What a kind's draw sees at one step, for all N rows (most of it computed once for every kind)."""
+    logits: torch.Tensor   # (N, V) float32, untempered
+    log_p1: torch.Tensor   # (N, V) log_softmax(logits): τ = 1 reuses it (at_temperature)
+    p1: torch.Tensor       # (N, V) its exp
+    shadow: torch.Tensor   # (N,) the argmax token: the greedy choice (§3)
+    u: torch.Tensor        # (N,) float64 this step's uniform: a row draws a CoT token or an answer token, not both
+    rng: GroupRandom       # for any further draws (per prompt group)
+    E: torch.Tensor        # (V, d) the input embedding matrix
+    tau: float             # the CoT temperature
+    sigma_abs: float       # the absolute Gaussian noise scale (soft/fuzzy)
+    sampled: bool          # False: the greedy variant of the kind (no randomness, no log-density)
+
+
+@dataclass
+class CotDraw:
+    """One drawn CoT step, per row: the input to feed, the token the stop rule reads (§3), what teacher forcing
+    needs ({Rollout field: (N, ...)}), and the step's log π (None for a greedy draw)."""
+    embed: torch.Tensor
+    token: torch.Tensor
+    record: dict
+    log_prob: torch.Tensor | None
+
+
+class HardCoT:
+    """§2: sample x_t ~ softmax(logits/τ) and feed E[x_t]; log π = log p_τ(x_t). Greedy: τ = 0 (the argmax)."""
+    default_tau = 1.0
+    reads = "the sampled token (the argmax at --tau 0)"
+
+    def sampled(self, tau: float, sigma: float) -> bool:
+        return tau > 0
+
+    def draw(self, s: CotStep) -> CotDraw:
+        log_p, p = at_temperature(s.logits, s.tau, s.log_p1, s.p1)      # p = softmax(logits / τ)   (Eq. 3)
+        token = categorical(p, s.u) if s.sampled else s.shadow
+        return CotDraw(s.E[token], token, {}, log_p.gather(1, token[:, None])[:, 0] if s.sampled else None)
+
+    def log_density(self, logits, E, r: Rollout, cot, anchored: bool) -> torch.Tensor:
+        return F.log_softmax(logits / r.tau, -1).gather(-1, r.tokens[cot][:, None])[:, 0]   # (§4)
+
+
+class SoftCoT:
+    """Eq. 5-6: feed h̃_t = p E + σ ε (soft τ = 0.5, fuzzy τ = 1e-4); log π = Eq. 10. Greedy: σ = 0. The stop
+    rule reads the greedy shadow token (§3)."""
+    reads = "the greedy shadow token"
+
+    def __init__(self, default_tau: float):
+        self.default_tau = default_tau
+
+    def sampled(self, tau: float, sigma: float) -> bool:
+        return sigma > 0
+
+    def draw(self, s: CotStep) -> CotDraw:
+        mean = soft_mean(s.logits, s.E, s.tau)                            # h^0_t = p_{t-1} E   (Eq. 5)
+        embed = mean + s.sigma_abs * s.rng.normal(mean.shape[1])          # + σ ε, ε ~ N(0, I)   (Eq. 6)
+        top = s.logits.topk(min(JACOBIAN_TOP_K, s.logits.shape[1]), dim=-1)
+        # the action h̃_t, and the point where log_prob's gradient is taken (anchored_surrogate)
+        record = {"cot_embeds": embed, "cot_means": mean, "cot_top_ids": top.indices, "cot_top_logits": top.values}
+        return CotDraw(embed, s.shadow, record, gaussian_log_prob(embed, mean, s.sigma_abs) if s.sampled else None)
+
+    def log_density(self, logits, E, r: Rollout, cot, anchored: bool) -> torch.Tensor:
+        if not anchored:   # Eq. 10: log N(h̃_t; μ_t, σ²I), μ_t = p_{t-1} E, as written
+            return gaussian_log_prob(r.cot_embeds[cot], soft_mean(logits, E, r.tau), r.sigma_abs)
+        # Eq. 10's value at the generation point, and its gradient (anchored_surrogate)
+        residual = (r.cot_embeds[cot] - r.cot_means[cot]) / r.sigma_abs**2
+        return gaussian_log_prob(r.cot_embeds[cot], r.cot_means[cot], r.sigma_abs) + anchored_surrogate(
+            logits, E, residual, r.cot_top_ids[cot], r.cot_top_logits[cot], r.tau)
+
+
+def mixture(E: torch.Tensor, ids: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """(N, d) float32 Σ_i w_i E[id_i]: one input merging the embeddings of a few tokens (§9)."""
+    return (weights[..., None] * E[ids].float()).sum(-2)
+
+
+def gumbel_log_prob(y: torch.Tensor, loc: torch.Tensor, kept: torch.Tensor) -> torch.Tensor:
+    """Σ over the kept entries of log Gumbel(y_i; loc_i, 1) = −z − e^(−z), z = y_i − loc_i (§9.1). Entries not
+    kept (−inf in y and loc) count zero.
+
+    >>> gumbel_log_prob(torch.tensor([0.0, 5.0]), torch.tensor([0.0, 1.0]), torch.tensor([True, False]))  # -e^0
+    tensor(-1.)
+    """
+    z = y.masked_fill(~kept, 0.0) - loc.masked_fill(~kept, 0.0)  # filled first: −inf − (−inf) would poison the grad
+    return (-z - torch.exp(-z)).masked_fill(~kept, 0.0).sum(-1)
+
+
+class GumbelCoT:
+    """SofT-GRPO (§9.1). p' = softmax(logits/T) cut to its top 5 ids and then to top-p 0.95, renormalised; the
+    action is y = log p' + g, g ~ Gumbel(0, 1) on the kept ids; the input is Σ_i softmax(y/τ_g)_i E[id_i],
+    τ_g = 0.1; the stop rule reads argmax_i y_i (a Gumbel-max draw from p'). log π = Σ_kept log Gumbel(y_i;
+    log p'_i, 1), a sum, with g unclamped: the authors' code clamps g to [−1.5, 3] and averages over the ids
+    with p' > e^−3, which is the log-density of nothing that was drawn (REINFORCE needs the exact one) and
+    would weigh a CoT step 1/|kept| against an answer token. Greedy (sigma = 0): g = 0, so the weights are
+    ∝ p'^(1/τ_g) (the authors evaluate sampled)."""
+    default_tau = 1.0       # T: their training and evaluation temperature
+    top_k, top_p, tau_g = 5, 0.95, 0.1
+    reads = "the Gumbel-max token argmax(y)"
+
+    def sampled(self, tau: float, sigma: float) -> bool:
+        return sigma > 0
+
+    def kept_top(self, logits: torch.Tensor, tau: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """(ids, kept), (N, k): the top-k ids of logits/T, and which survive top-p on their renormalised p."""
+        top, ids = (logits.float() / tau).topk(min(self.top_k, logits.shape[-1]), dim=-1)
+        p = F.softmax(top, dim=-1)
+        return ids, p.cumsum(-1) - p < self.top_p     # the mass before an id: the first id is always kept
+
+    def log_p_kept(self, logits: torch.Tensor, ids: torch.Tensor, kept: torch.Tensor, tau: float) -> torch.Tensor:
+        """(N, k) float32 log p': log softmax(logits/T) renormalised over the kept ids, −inf elsewhere."""
+        lp = (logits.float() / tau).gather(-1, ids).masked_fill(~kept, -math.inf)
+        return lp - lp.logsumexp(-1, keepdim=True)
+
+    def draw(self, s: CotStep) -> CotDraw:
+        ids, kept = self.kept_top(s.logits, s.tau)
+        log_p = self.log_p_kept(s.logits, ids, kept, s.tau)
+        g = gumbel_noise(s.rng.uniforms(ids.shape[1])) if s.sampled else torch.zeros_like(log_p)
+        y = log_p + g.masked_fill(~kept, 0.0)                              # −inf where top-p cut the id
+        embed = mixture(s.E, ids, F.softmax(y / self.tau_g, dim=-1))
+        token = ids.gather(1, y.argmax(-1, keepdim=True))[:, 0]
+        record = {"cot_embeds": embed, "cot_ids": ids, "cot_log_p": log_p, "cot_perturbed": y}
+        return CotDraw(embed, token, record, gumbel_log_prob(y, log_p, kept) if s.sampled else None)
+
+    def log_density(self, logits, E, r: Rollout, cot, anchored: bool) -> torch.Tensor:
+        ids, log_p_drawn, y = r.cot_ids[cot], r.cot_log_p[cot], r.cot_perturbed[cot]
+        kept = log_p_drawn > -math.inf
+        if not anchored:   # as written: the Gumbel density around the teacher-forced log p'
+            return gumbel_log_prob(y, self.log_p_kept(logits, ids, kept, r.tau), kept)
+        # The value at the generation point, and the gradient taken there (as anchored_surrogate does for Eq. 10).
+        # The score ∂/∂ log p'_i = 1 − e^(−g_i) has mean 0 (E e^(−g) = 1), and a shift δ of the teacher-forced
+        # log p' moves it by ~δ e^(−g): under bf16, not small against it. Measured on the default model (24
+        # steps, 2 rows): as written, the bf16 gradient had cosine 0.94 to fp32's and a 14% smaller norm;
+        # anchored, 0.9997 and 0.3%. Through the renormalisation, ∂ log p'_i / ∂(l_j/T) = δ_ij − p'_j, at the
+        # drawn p' too; only ∂l/∂θ comes from this pass.
+        g = y.masked_fill(~kept, 0.0) - log_p_drawn.masked_fill(~kept, 0.0)
+        coef = (1 - torch.exp(-g)).masked_fill(~kept, 0.0)                    # ∂ log π / ∂ log p'_i
+        coef = coef - log_p_drawn.exp() * coef.sum(-1, keepdim=True)          # ∂ log π / ∂(l_j / T)
+        surrogate = (coef * logits.gather(-1, ids) / r.tau).sum(-1)
+        return gumbel_log_prob(y, log_p_drawn, kept) + surrogate - surrogate.detach()
+
+
+class MultiplexCoT:
+    """Multiplex Thinking (§9.2). K = 3 i.i.d. draws x_1..x_K ~ softmax(logits/T) (with replacement, T = 1,
+    whole vocabulary); the input is Σ_k w_k E[x_k], w_k = p(x_k) / Σ_j p(x_j) over the K slots (a token drawn
+    twice counts twice); log π = Σ_k log p(x_k), the K draws being the action. The first draw uses the step's
+    own uniform, so it is hard CoT's token, and it drives the stop rule. Greedy (sigma = 0): K copies of the
+    argmax, that is the hard greedy token's embedding (the authors have no greedy mode)."""
+    default_tau = 1.0
+    width = 3
+    reads = "the first of the K draws"
+
+    def sampled(self, tau: float, sigma: float) -> bool:
+        return sigma > 0
+
+    def draw(self, s: CotStep) -> CotDraw:
+        if not s.sampled:
+            embed, ids = s.E[s.shadow].float(), s.shadow[:, None].expand(-1, self.width)
+            return CotDraw(embed, s.shadow, {"cot_embeds": embed, "cot_ids": ids}, None)
+        log_p, p = at_temperature(s.logits, s.tau, s.log_p1, s.p1)
+        uniforms = torch.cat([s.u[:, None], s.rng.uniforms(self.width - 1)], 1)       # (N, K)
+        ids = torch.stack([categorical(p, uniforms[:, k]) for k in range(self.width)], 1)
+        weights = p.gather(1, ids)
+        embed = mixture(s.E, ids, weights / weights.sum(-1, keepdim=True))
+        return CotDraw(embed, ids[:, 0], {"cot_embeds": embed, "cot_ids": ids}, log_p.gather(1, ids).sum(-1))
+
+    def log_density(self, logits, E, r: Rollout, cot, anchored: bool) -> torch.Tensor:
+        return F.log_softmax(logits / r.tau, -1).gather(-1, r.cot_ids[cot]).sum(-1)
+
+
+KINDS = {"hard": HardCoT(), "soft": SoftCoT(0.5), "fuzzy": SoftCoT(0.0001),   # the paper's (§2)
+         "gumbel": GumbelCoT(), "multiplex": MultiplexCoT()}                   # §9
+DEFAULT_TAU = {name: kind.default_tau for name, kind in KINDS.items()}
+
+
 @torch.no_grad()
 def generate(model, tokenizer, prompts: list[list[int]], mode: str, samples_per_prompt: int = 1,
              tau: float | None = None, sigma: float = 0.33, max_cot_tokens: int = 128,
@@ -78,20 +259,23 @@ def generate(model, tokenizer, prompts: list[list[int]], mode: str, samples_per_
              matcher: StopMatcher | None = None) -> Rollout:
     """Roll out `samples_per_prompt` trajectories for each prompt (rows grouped by prompt).
 
-    mode: hard | soft | fuzzy. tau: CoT temperature (default per mode; 0 = greedy for hard).
-    sigma: the noise multiplier of §2 (0 = greedy soft/fuzzy). answer_tau: 0 = greedy answer.
-    seed: one seed for all rows, or one per prompt (see GroupRandom).
+    mode: a CoT kind, hard | soft | fuzzy (§2) | gumbel | multiplex (§9). tau: CoT temperature (default per
+    mode; 0 = greedy for hard). sigma: the noise multiplier of §2 for soft/fuzzy; for every kind but hard,
+    0 = greedy (gumbel and multiplex have their authors' noise, on whatever sigma > 0). answer_tau: 0 = greedy
+    answer. seed: one seed for all rows, or one per prompt (see GroupRandom).
     """
-    if mode not in DEFAULT_TAU:
-        raise ValueError(f"mode must be hard, soft or fuzzy, got {mode!r}")
-    tau = DEFAULT_TAU[mode] if tau is None else tau
+    if mode not in KINDS:
+        raise ValueError(f"mode must be one of {', '.join(KINDS)}, got {mode!r}")
+    kind = KINDS[mode]
+    tau = kind.default_tau if tau is None else tau
     if tau < 0 or sigma < 0 or (mode != "hard" and tau == 0):
-        raise ValueError(f"need tau >= 0 (> 0 for soft/fuzzy) and sigma >= 0, got tau={tau}, sigma={sigma}")
+        raise ValueError(f"need tau > 0 (0, greedy, only for hard) and sigma >= 0, got tau={tau}, sigma={sigma}")
     E = model.embed_tokens.weight                                   # (V, d) the input embedding matrix
     device, V = E.device, E.shape[0]  # p runs over the model's full vocabulary (§2), padding ids included
     matcher = matcher or StopMatcher(tokenizer.token_bytes + [b""] * (V - len(tokenizer.token_bytes)), device)
     pad_id = tokenizer.pad_id if tokenizer.pad_id is not None else tokenizer.eos_id
-    sigma_abs = noise_scale(model, sigma) if mode != "hard" else 0.0
+    sigma_abs = noise_scale(model, sigma) if isinstance(kind, SoftCoT) else 0.0
+    sampled = kind.sampled(tau, sigma)
     G = samples_per_prompt
 
     # Prompt: prefill each distinct prompt once, then copy its cache to its G samples (nanochat does this).
@@ -116,11 +300,11 @@ def generate(model, tokenizer, prompts: list[list[int]], mode: str, samples_per_
     phases = Phases.start(N, device)
     logp = torch.zeros(N, device=device)
     slot = torch.tensor(P, device=device)                           # the cache slot of the next input
-    rec_tokens, rec_kinds, rec_embeds, rec_means, rec_top, rec_entropy = [], [], [], [], [], []
+    rec_tokens, rec_kinds, rec_entropy, recorded = [], [], [], {}   # recorded: {Rollout field: per-step tensors}
 
     for step in range(max_steps):
-        kind = phases.phase                                          # (N,) what this step is, per row
-        in_cot, in_prefill, in_answer = kind == STEP_COT, kind == STEP_PREFILL, kind == STEP_ANSWER
+        kind_now = phases.phase                                      # (N,) what this step is, per row
+        in_cot, in_prefill, in_answer = kind_now == STEP_COT, kind_now == STEP_PREFILL, kind_now == STEP_ANSWER
         u = rng.uniform()  # one uniform per row: a row samples either a CoT token or an answer token, never both
 
         # --- next-token distributions in float32 (τ = 1e-4 overflows half precision); τ = 1 reuses the untempered one
@@ -129,19 +313,10 @@ def generate(model, tokenizer, prompts: list[list[int]], mode: str, samples_per_
         rec_entropy.append(-(p1 * log_p1).sum(-1))                   # entropy of the untempered distribution
         shadow = logits.argmax(-1)                                   # the greedy shadow token (§3)
 
-        # --- CoT step (§2): how each mode draws its input from the logits (its log-density: step_log_probs)
-        if mode == "hard":
-            log_p, p = at_temperature(logits, tau, log_p1, p1)       # p = softmax(logits / τ)   (Eq. 3)
-            cot_token = categorical(p, u) if tau > 0 else shadow
-            cot_embed = E[cot_token]
-            if tau > 0:
-                logp += torch.where(in_cot, log_p.gather(1, cot_token[:, None])[:, 0], 0.0)
-        else:
-            cot_token = shadow
-            mean = soft_mean(logits, E, tau)                          # h^0_t = p_{t-1} E   (Eq. 5)
-            cot_embed = mean + sigma_abs * rng.normal(mean.shape[1])  # + σ ε, ε ~ N(0, I)   (Eq. 6)
-            if sigma_abs > 0:
-                logp += torch.where(in_cot, gaussian_log_prob(cot_embed, mean, sigma_abs), 0.0)  # Eq. 10
+        # --- CoT step: the kind draws its input from the logits (its log-density: step_log_probs)
+        cot = kind.draw(CotStep(logits, log_p1, p1, shadow, u, rng, E, tau, sigma_abs, sampled))
+        if cot.log_prob is not None:
+            logp += torch.where(in_cot, cot.log_prob, 0.0)
 
         # --- answer step: ordinary tokens (§3), sampled at answer_tau or greedy
         if answer_tau > 0:
@@ -152,14 +327,12 @@ def generate(model, tokenizer, prompts: list[list[int]], mode: str, samples_per_
             answer_token = shadow
         prefill_token = prefill_table[phases.which_prefill, phases.prefill_pos.clamp(max=prefill_table.shape[1] - 1)]
 
-        token = torch.where(in_cot, cot_token, torch.where(in_prefill, prefill_token, answer_token))
-        embeds = torch.where(in_cot[:, None], cot_embed.to(E.dtype), E[token])
+        token = torch.where(in_cot, cot.token, torch.where(in_prefill, prefill_token, answer_token))
+        embeds = torch.where(in_cot[:, None], cot.embed.to(E.dtype), E[token])
         rec_tokens.append(token)
-        rec_kinds.append(kind)
-        if mode != "hard":
-            rec_embeds.append(cot_embed.float())                     # the action h̃_t
-            rec_means.append(mean)                                   # and the point where log_prob's
-            rec_top.append(logits.topk(min(JACOBIAN_TOP_K, V), dim=-1))  # gradient is taken: anchored_surrogate
+        rec_kinds.append(kind_now)
+        for name, value in cot.record.items():
+            recorded.setdefault(name, []).append(value)
 
         phases.advance(token, matcher, stop_ids, prefill_lens, max_cot_tokens, max_answer_tokens)  # §3
         if step % 8 == 7 and bool((phases.phase == STEP_PAD).all()):  # a host sync, so only every few steps
@@ -174,15 +347,12 @@ def generate(model, tokenizer, prompts: list[list[int]], mode: str, samples_per_
     tok_list, kind_list = tokens.tolist(), kinds.tolist()
     return Rollout(
         prompt_ids=prompt_ids, pad_lens=pad_lens, tokens=tokens, step_kinds=kinds,
-        cot_embeds=torch.stack(rec_embeds, 1)[:, :used] if mode != "hard" else None,
-        cot_means=torch.stack(rec_means, 1)[:, :used] if mode != "hard" else None,
-        cot_top_ids=torch.stack([t.indices for t in rec_top], 1)[:, :used] if mode != "hard" else None,
-        cot_top_logits=torch.stack([t.values for t in rec_top], 1)[:, :used] if mode != "hard" else None,
         logp=logp, entropy=torch.stack(rec_entropy, 1)[:, :used],
         cot_text=[tokenizer.decode([t for t, k in zip(ts, ks) if k == STEP_COT]) for ts, ks in zip(tok_list, kind_list)],
         answer_text=[tokenizer.decode([t for t, k in zip(ts, ks) if k in (STEP_PREFILL, STEP_ANSWER)])
                      for ts, ks in zip(tok_list, kind_list)],
-        mode=mode, tau=tau, sigma_abs=sigma_abs, answer_tau=answer_tau)
+        mode=mode, tau=tau, sigma_abs=sigma_abs, answer_tau=answer_tau, cot_sampled=sampled,
+        **{name: torch.stack(steps, 1)[:, :used] for name, steps in recorded.items()})
 
 
 def log_prob(model, rollout: Rollout, anchored: bool = True) -> torch.Tensor:
@@ -193,7 +363,8 @@ def log_prob(model, rollout: Rollout, anchored: bool = True) -> torch.Tensor:
     Training keeps the default, `anchored_surrogate`: in exact arithmetic the same value and gradient, but taken
     at the recorded mean and logits, because under bf16 the teacher-forced pass rounds differently from
     generate's, and Eq. 10's 1/σ² (and, at τ = 1e-4, the softmax's ~1/τ Jacobian at near-ties) blows that
-    rounding up into a gradient that can point anywhere.
+    rounding up into a gradient that can point anywhere. Gumbel's density (§9.1) is anchored the same way, at
+    the recorded log p' (GumbelCoT.log_density); hard and multiplex, categorical, ignore `anchored`.
     """
     return step_log_probs(model, rollout, anchored).sum(1)
 
@@ -202,28 +373,19 @@ def step_log_probs(model, rollout: Rollout, anchored: bool = True) -> torch.Tens
     """(N, S) log π of each recorded step's action under the current parameters, with gradients: one
     teacher-forced forward (§4). `log_prob` sums them; `rollout.step_kinds` says which step is which.
 
-    At a CoT step the recorded noisy h̃_t is the (detached) action and μ_t = p_{t-1} E is recomputed from the
-    parameters; at an answer step the token is the action. Prefill tokens are given, not sampled, and padding
-    never counts (zero). `anchored`: see `log_prob`. Each term is computed on its own steps only: the (steps, V)
-    tensors are the memory peak.
+    At a CoT step the recorded action (the noisy h̃_t, the sampled token, ...: see KINDS) is detached data and
+    its density is recomputed from the parameters; at an answer step the token is the action. Prefill tokens
+    are given, not sampled, and padding never counts (zero). `anchored`: see `log_prob`. Each term is computed
+    on its own steps only: the (steps, V) tensors are the memory peak.
     """
     r = rollout
-    if (r.mode != "hard" and r.sigma_abs == 0) or (r.mode == "hard" and r.tau == 0) or r.answer_tau == 0:
+    if not r.cot_sampled or r.answer_tau == 0:
         raise ValueError("greedy rollouts (sigma = 0, tau = 0 or a greedy answer) have no log-probability")
     E = getattr(model, "module", model).embed_tokens.weight
     logits = teacher_forced_logits(model, r)                         # (N, S, V)
     cot, answer = r.step_kinds == STEP_COT, r.step_kinds == STEP_ANSWER
     terms = logits.new_zeros(cot.shape)                              # (N, S) log-prob of each step's action
-
-    # each mode's log-density of its CoT input (drawn in generate's "CoT step")
-    if r.mode == "hard":   # categorical log p_{t-1}(x_t) at the CoT temperature (§4)
-        terms[cot] = F.log_softmax(logits[cot] / r.tau, -1).gather(-1, r.tokens[cot][:, None])[:, 0]
-    elif not anchored:     # Eq. 10: log N(h̃_t; μ_t, σ²I), μ_t = p_{t-1} E, as written
-        terms[cot] = gaussian_log_prob(r.cot_embeds[cot], soft_mean(logits[cot], E, r.tau), r.sigma_abs)
-    else:                  # Eq. 10's value at the generation point, and its gradient (anchored_surrogate)
-        residual = (r.cot_embeds[cot] - r.cot_means[cot]) / r.sigma_abs**2
-        terms[cot] = gaussian_log_prob(r.cot_embeds[cot], r.cot_means[cot], r.sigma_abs) + anchored_surrogate(
-            logits[cot], E, residual, r.cot_top_ids[cot], r.cot_top_logits[cot], r.tau)
+    terms[cot] = KINDS[r.mode].log_density(logits[cot], E, r, cot, anchored)   # drawn in generate's "CoT step"
     terms[answer] = F.log_softmax(logits[answer] / r.answer_tau, -1).gather(-1, r.tokens[answer][:, None])[:, 0]
     return terms
 
@@ -255,18 +417,24 @@ class Rollout:
     pad_lens: torch.Tensor           # (N,) padding slots before each prompt
     tokens: torch.Tensor             # (N, S) token of each step: hard CoT / shadow CoT / prefill / answer
     step_kinds: torch.Tensor         # (N, S) STEP_PAD / STEP_COT / STEP_PREFILL / STEP_ANSWER
-    cot_embeds: torch.Tensor | None  # (N, S, d) float32 noisy inputs h̃_t at CoT steps (soft/fuzzy), detached
-    cot_means: torch.Tensor | None   # (N, S, d) float32 the means μ_t = p_{t-1} E they were drawn around (soft/fuzzy)
-    cot_top_ids: torch.Tensor | None     # (N, S, K) the K largest logits at each step while generating (soft/fuzzy),
-    cot_top_logits: torch.Tensor | None  # (N, S, K) float32: where log_prob takes the softmax's Jacobian
     logp: torch.Tensor               # (N,) log π(trajectory) as computed while generating
     entropy: torch.Tensor            # (N, S) entropy (nats) of the untempered next-token distribution at each step
     cot_text: list[str]              # the hard or greedy-shadow CoT, decoded
     answer_text: list[str]           # prefill + answer, decoded: the text that gets scored
     mode: str
     tau: float                       # CoT temperature
-    sigma_abs: float                 # absolute noise scale σ = sigma × RMS(E) (0 = greedy soft/fuzzy)
+    sigma_abs: float                 # absolute Gaussian noise scale σ = sigma × RMS(E) (soft/fuzzy; else 0)
     answer_tau: float                # answer temperature (0 = greedy)
+    cot_sampled: bool                # the CoT was drawn at random (not greedy), so it has a log-density
+    # What each CoT kind records for teacher forcing (KINDS; None where a kind records no such thing), detached:
+    cot_embeds: torch.Tensor | None = None      # (N, S, d) float32 the inputs fed at CoT steps (all but hard):
+    #                                             soft/fuzzy the noisy h̃_t, gumbel/multiplex the mixtures
+    cot_means: torch.Tensor | None = None       # (N, S, d) float32 the means μ_t = p_{t-1} E h̃_t was drawn around
+    cot_top_ids: torch.Tensor | None = None     # (N, S, K) the K largest logits at each step while generating
+    cot_top_logits: torch.Tensor | None = None  # (N, S, K) float32 (soft/fuzzy): where log_prob takes the softmax's Jacobian
+    cot_ids: torch.Tensor | None = None         # (N, S, k) the tokens a gumbel (top-k) or multiplex (K draws) input mixes
+    cot_log_p: torch.Tensor | None = None       # (N, S, k) float32 gumbel: log p' of cot_ids when drawn (-inf: cut by top-p)
+    cot_perturbed: torch.Tensor | None = None   # (N, S, k) float32 gumbel: the action y = log p' + g
 
     @property
     def cot_lens(self):
@@ -370,7 +538,10 @@ class GroupRandom:
                           for g in self.gens])
 
     def uniform(self) -> torch.Tensor:  # (N,) float64 uniform on [0, 1): one per row, for `categorical`
-        return torch.cat([torch.rand(self.rows_per_group, generator=g, device=self.device, dtype=torch.float64)
+        return self.uniforms(1)[:, 0]
+
+    def uniforms(self, k: int) -> torch.Tensor:  # (N, k) float64 uniform on [0, 1): k per row
+        return torch.cat([torch.rand(self.rows_per_group, k, generator=g, device=self.device, dtype=torch.float64)
                           for g in self.gens])
 
 
@@ -432,6 +603,16 @@ def categorical(probs: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
     return drawn.clamp(max=probs.shape[1] - 1)  # u * total can round up to the total (odds ~2^-53)
 
 
+def gumbel_noise(u: torch.Tensor) -> torch.Tensor:
+    """Standard Gumbel(0, 1) draws, float32, from uniforms u on [0, 1) (float64): g = −log(−log u). u = 0 (odds
+    2^-53) is moved up to the smallest float64, so g stays finite: from −6.6 (u = 0) to 36.7 (the largest u).
+
+    >>> gumbel_noise(torch.tensor([math.exp(-math.exp(-1.0)), 0.0, 1 - 2**-53], dtype=torch.float64))  # 1, ends
+    tensor([ 1.0000, -6.5630, 36.7368])
+    """
+    return -torch.log(-torch.log(u.clamp(min=torch.finfo(torch.float64).tiny))).float()
+
+
 def anchored_surrogate(logits, E, residual, top_ids, top_logits, tau: float) -> torch.Tensor:
     """(K,) zero in value; its gradient is Eq. 10's, (h̃ − μ)/σ² · ∂μ/∂θ, taken where the action was drawn.
 
@@ -471,19 +652,22 @@ if __name__ == "__main__":
     from default_model import resolve_model
     from data import build_prompt
 
-    ap = argparse.ArgumentParser(description="Print what a hard/soft/fuzzy CoT says, step by step.")
+    ap = argparse.ArgumentParser(description="Print what a CoT (hard, soft, fuzzy, gumbel or multiplex) says, step by step.")
     ap.add_argument("--model", default="smollm2-135m-instruct")
-    ap.add_argument("--mode", default="fuzzy", choices=list(DEFAULT_TAU))
+    ap.add_argument("--mode", default="fuzzy", choices=list(KINDS), help="the CoT kind (§2; gumbel, multiplex: §9)")
     ap.add_argument("--prompt", default="Tom has 3 boxes with 4 apples each. He eats 2. How many apples are left?")
-    ap.add_argument("--tau", type=float, default=None)
-    ap.add_argument("--sigma", type=float, default=0.33)
+    ap.add_argument("--tau", type=float, default=None, help="CoT temperature (default per mode: " +
+                    ", ".join(f"{m} {t:g}" for m, t in DEFAULT_TAU.items()) + ")")
+    ap.add_argument("--sigma", type=float, default=0.33, help="soft/fuzzy noise multiplier (§2); 0: a greedy CoT "
+                    "for every mode but hard")
     ap.add_argument("--max-cot-tokens", type=int, default=128)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--prompt-format", choices=["raw", "chat"], default="chat", help="chat suits small models")
     args = ap.parse_args()
-    if args.max_cot_tokens < 1 or not math.isfinite(args.sigma) or args.sigma < 0 or \
-            (args.tau is not None and not (math.isfinite(args.tau) and args.tau >= 0)):
-        ap.error("need --max-cot-tokens >= 1 and finite --sigma >= 0 and --tau >= 0")
+    if args.max_cot_tokens < 1 or not math.isfinite(args.sigma) or args.sigma < 0 or (args.tau is not None and not (
+            math.isfinite(args.tau) and (args.tau > 0 or args.tau == 0 and args.mode == "hard"))):
+        ap.error("need --max-cot-tokens >= 1, finite --sigma >= 0 and finite --tau > 0 (--tau 0, greedy, only "
+                 "with --mode hard)")
     folder = resolve_model(args.model)
     model, tok = load_model(folder).eval(), load_tokenizer(folder)
     prompt = tok.encode_prompt(build_prompt(args.prompt, tok, args.prompt_format))
@@ -491,13 +675,13 @@ if __name__ == "__main__":
                  max_cot_tokens=args.max_cot_tokens, answer_tau=0.0, seed=args.seed)
     print(f"mode={r.mode} tau={r.tau} sigma_abs={r.sigma_abs:.4f}  CoT steps={int(r.cot_lens[0])}  "
           f"mean entropy={r.cot_entropy[0]:.3f} nats")
-    print("--- CoT, step by step: the " + ("sampled token" if r.mode == "hard" else "greedy shadow token")
-          + " and the entropy (nats) of the distribution it came from")
+    print(f"--- CoT, step by step: {KINDS[r.mode].reads} (what the stop rule reads) and the entropy (nats) of "
+          "the distribution it came from")
     for s in range(int(r.cot_lens[0])):
         print(f"{s:4d}  {r.entropy[0, s]:6.3f}  {tok.decode([int(r.tokens[0, s])])!r}")
     if r.mode == "hard":
         print("--- CoT text: the tokens the model sampled (the argmax at --tau 0) and read\n" + r.cot_text[0])
-    else:  # a soft/fuzzy CoT has no text of its own
-        print(f"--- greedy shadow of the {r.mode} CoT (the argmax token at each step; the model read p E + σ ε, "
+    else:  # a continuous CoT has no text of its own
+        print(f"--- {KINDS[r.mode].reads} at each step of the {r.mode} CoT (the model read a (noisy) mixture of embeddings, "
               "not these)\n" + r.cot_text[0])
     print("--- answer (prefill + greedy answer)\n" + r.answer_text[0])

@@ -119,7 +119,7 @@ class Trainer:
                                        "best_step": None, "collapse": None, "updates": 0, "skipped": 0}
         if state:
             self.step, self.progress = state["step"], {**self.progress, **state["progress"]}
-        noise = "" if a.mode == "hard" else f" sigma={a.sigma}"
+        noise = f" sigma={a.sigma}" if a.mode in ("soft", "fuzzy") else ""  # Gaussian noise: σ = sigma × RMS(E)
         self.print0(f"mode={a.mode} tau={a.tau}{noise} model={a.model} dataset={a.dataset} ({len(self.train_set)} "
                     f"train / {len(self.val_set)} val) B={B} G={G} steps={a.steps} world={self.ranks.world}"
                     f"{' (FSDP)' if a.fsdp else ''} device={self.ranks.device} {threads}")

@@ -14,7 +14,7 @@ from tools.bench import per_row_teacher_forced_logits
 
 from rollout import (STEP_ANSWER, STEP_COT, STEP_PREFILL, STOP_TEXT, StopMatcher, gaussian_log_prob,
                      generate, log_prob, noise_scale, soft_mean, step_log_probs, teacher_forced_logits)
-from toy import PIECES, PROMPTS, ToyTokenizer, tiny_model
+from toy import PIECES, PROMPTS, ToyTokenizer, error_at_scale, tiny_model
 
 
 def stopping_model():
@@ -127,13 +127,23 @@ def test_generation_logp_equals_teacher_forced_log_prob(mode):
     actions = (r.step_kinds == STEP_COT) | (r.step_kinds == STEP_ANSWER)
     assert (steps[~actions] == 0).all() and (steps[actions] != 0).all() and torch.equal(steps.sum(1), teacher)
     assert torch.allclose(r.logp, teacher, rtol=1e-4, atol=1e-3), (r.logp - teacher).abs().max()
-    assert torch.allclose(r.logp, textbook, rtol=1e-4, atol=1e-3), (r.logp - textbook).abs().max()
+    # A rounding δ of the top-2 logits' gap moves the mean softmax(l/τ) E by ~p₂(1 - p₂)/τ · δ of an embedding, p₂
+    # the runner-up's weight. At a fuzzy near-tie (gap ~τ = 1e-4) that turns float32's ~1e-6, which differs with the
+    # CPU, the thread count and the batch shape, into ~1e-2: such steps (1 of 229 here; soft's 1/τ = 2 has none) are
+    # left out below. Elsewhere generation and teacher forcing agree to ~2e-7.
+    cot = r.step_kinds == STEP_COT
+    near_tie = torch.zeros_like(cot)
+    if mode != "hard":
+        margin = r.cot_top_logits[..., 0] - r.cot_top_logits[..., 1]
+        p2 = torch.sigmoid(-margin / r.tau)
+        near_tie = cot & (p2 * (1 - p2) / r.tau > 1)
+        assert near_tie.sum() <= 0.02 * cot.sum()
+    clear = ~near_tie.any(1)  # the rows without one
+    assert torch.allclose(r.logp[clear], textbook[clear], rtol=1e-4, atol=1e-3), (r.logp - textbook)[clear].abs().max()
     if mode != "hard":  # in fp32 the teacher-forced means are the ones the noise was drawn around
         with torch.no_grad():
             mean = soft_mean(teacher_forced_logits(model, r), model.embed_tokens.weight, r.tau)
-        cot = r.step_kinds == STEP_COT
-        # (fuzzy: at a near-tie τ = 1e-4 turns the ~1e-6 rounding of the logits into ~1e-5 here)
-        assert (mean[cot] - r.cot_means[cot]).abs().max() < 1e-4
+        assert (mean - r.cot_means)[cot & ~near_tie].abs().max() < 1e-4
 
 
 def naive_log_prob(model, r, cot_gradient: bool = True):
@@ -208,9 +218,10 @@ def test_shared_prompt_update_equals_per_row_update(mode, checkpointing, monkeyp
     assert [shape[0] for shape in prompt_batches if shape[1] == P][:2] == [2, 2]
     monkeypatch.setattr(rollout, "teacher_forced_logits", per_row_teacher_forced_logits)
     per_row = gradients([list(range(12))])
-    scale = max(g.abs().max() for g in per_row)  # soft's gradients reach ~1e2 (the 1/σ² of Eq. 10): float32
-    for ours, reference in zip(shared, per_row):  # summation order differs by ~1e-7 of that, and with the threads
-        assert torch.allclose(ours, reference, atol=1e-6 * scale, rtol=1e-4), (ours - reference).abs().max() / scale
+    # soft's gradients reach ~1e2 (the 1/σ² of Eq. 10); the two orders of summation differ by up to ~6e-7 of that
+    # here, several times more with other kernels (see error_at_scale). A row given the wrong prompt, or a prompt's
+    # gradient counted once instead of once per row, is off by a whole term: ~1e-1 of it.
+    assert error_at_scale(shared, per_row) < 2e-5
     assert any(g.abs().sum() > 0 for g in shared)
 
 

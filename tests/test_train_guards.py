@@ -317,3 +317,34 @@ def test_steps_without_signal_neither_reset_nor_count_as_bad_steps(tmp_path):
     assert fake.bad_steps == 1 and fake.progress == {"updates": 0, "skipped": 1}
     with pytest.raises(SystemExit, match="2 non-finite steps in a row"):
         step(math.nan, True)
+
+
+def test_atomic_write_leaves_the_old_file_whole_when_writing_fails(tmp_path, monkeypatch):
+    path = tmp_path / "result.json"
+    checkpoint.atomic_write(str(path), "old")
+    assert path.read_text() == "old" and oct(path.stat().st_mode & 0o777) == oct(0o666 & ~current_umask())
+
+    class FullDisk:
+        def __init__(self, f):
+            self.f = f
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.f.close()
+
+        def write(self, data):
+            self.f.write(data[:2])
+            raise OSError(errno.ENOSPC, "No space left on device")
+    real_fdopen = os.fdopen
+    monkeypatch.setattr(checkpoint.os, "fdopen", lambda *a, **k: FullDisk(real_fdopen(*a, **k)))
+    with pytest.raises(OSError, match="No space"):
+        checkpoint.atomic_write(str(path), "new and longer")
+    assert path.read_text() == "old" and os.listdir(tmp_path) == ["result.json"]  # no temporary file left
+
+
+def current_umask() -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return umask

@@ -45,6 +45,17 @@ def tiny_model(seed=0, vocab=len(PIECES)):
 PROMPTS = [[9, 12, 10], [2, 3, 4, 5, 6, 7, 9], [18]]  # ragged
 
 
+def error_at_scale(got, want) -> float:
+    """max |got - want| over tensors (or lists of them), as a fraction of the largest |want| entry anywhere.
+
+    Float32 rounds a sum to within ~eps (1.2e-7) times the size of its *terms*, not of the result, and the error
+    differs with the CPU's kernels, the thread count and the batch shape. An entry that cancels to ~0 (a gradient,
+    a logit) thus carries the absolute error of the large ones, which an elementwise rtol does not allow for."""
+    got, want = ([got], [want]) if isinstance(want, torch.Tensor) else (got, want)
+    scale = max(w.abs().max().item() for w in want)
+    return max((g.double() - w.double()).abs().max().item() for g, w in zip(got, want)) / scale
+
+
 SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]  # SmolLM2's special tokens, ids 0, 1, 2
 
 

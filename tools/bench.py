@@ -93,8 +93,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     for name in args.shapes.split(",") + ([] if args.skip_train_step else [args.train_shape]):
         if name not in SHAPES:
             raise ValueError(f"unknown shape {name!r}; known: {', '.join(SHAPES)}")
-    if any(m not in ("hard", "soft", "fuzzy") for m in args.modes.split(",")):
-        raise ValueError(f"--modes must be a subset of hard,soft,fuzzy, got {args.modes!r}")
+    if any(m not in rollout.KINDS for m in args.modes.split(",")):
+        raise ValueError(f"--modes must be a subset of {','.join(rollout.KINDS)}, got {args.modes!r}")
     if not all(b.strip().isdigit() and int(b) > 0 for b in args.batch.split(",")):
         raise ValueError(f"--batch must be comma-separated integers >= 1, got {args.batch!r}")
     if args.threads is not None and args.threads < 1:
