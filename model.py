@@ -263,12 +263,14 @@ class Transformer(nn.Module):
             caches = [PrefixKV() for _ in self.layers]
             prompt_x = self.blocks(prompt_embeds.to(x.dtype), 0, prompt_pad_lens, caches)   # (U, P, d)
             for cache in caches:  # row b attends to its prompt's keys: the gradient sums over the G rows
-                cache.k, cache.v = cache.k[prompt_of_row], cache.v[prompt_of_row]
+                # index_select, not [prompt_of_row]: indexing's backward sums the repeats in a thread-dependent
+                # order, index_select's in a fixed one (a seed reproduces at any thread count)
+                cache.k, cache.v = cache.k.index_select(0, prompt_of_row), cache.v.index_select(0, prompt_of_row)
             start_pos, pad_lens = prompt_x.shape[1], prompt_pad_lens[prompt_of_row]
         x = self.blocks(x, start_pos, pad_lens, caches)
         if prefix is not None:  # [prompt; inputs] per row, keeping only the positions that get logits
             keep = prompt_x.shape[1] if last is None else max(0, last - T)
-            x = torch.cat([prompt_x[:, prompt_x.shape[1] - keep:][prompt_of_row], x], 1)
+            x = torch.cat([prompt_x[:, prompt_x.shape[1] - keep:].index_select(0, prompt_of_row), x], 1)
             T = x.shape[1]
         if last is not None:
             x = x[:, T - last:]

@@ -397,13 +397,16 @@ def teacher_forced_logits(model, r: Rollout) -> torch.Tensor:
     core = getattr(model, "module", model)                           # unwrap DistributedDataParallel
     E = core.embed_tokens.weight
     S = r.tokens.shape[1]
-    step_embeds = E[r.tokens]                                        # (N, S, d)
+    # F.embedding, not E[r.tokens]: indexing's backward accumulates repeated ids with several CPU threads in
+    # an order that changes from run to run, so a seed would not reproduce (docs/training.md, "Reproducibility")
+    step_embeds = F.embedding(r.tokens, E)                           # (N, S, d)
     if r.mode != "hard":
         step_embeds = torch.where((r.step_kinds == STEP_COT)[..., None], r.cot_embeds.to(E.dtype), step_embeds)
     prompt_ids, prompt_of_row = torch.unique(r.prompt_ids, dim=0, return_inverse=True)  # (U, P) distinct, (N,)
     prompt_pad_lens = torch.zeros(len(prompt_ids), dtype=r.pad_lens.dtype, device=r.pad_lens.device)
     prompt_pad_lens[prompt_of_row] = r.pad_lens
-    return model(embeds=step_embeds, prefix=(E[prompt_ids], prompt_pad_lens, prompt_of_row), last=S + 1)[:, :-1]
+    return model(embeds=step_embeds, prefix=(F.embedding(prompt_ids, E), prompt_pad_lens, prompt_of_row),
+                 last=S + 1)[:, :-1]
 
 
 # --------------------------------------------------------------------------- numerics and speed

@@ -215,6 +215,8 @@ def test_smollm2_greedy_64_tokens_equal_transformers_generate(smollm2):
     for b, p in enumerate(prompts):  # transformers, one prompt at a time
         ids = torch.tensor([p])  # an explicit mask: pad id = <|im_end|> would otherwise be masked in the prompt
         want = ref.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=new, do_sample=False)[0, len(p):]
+        # exact: the smallest top-2 logit margin on these paths is 0.028, ~400x the two implementations' float32
+        # difference (7e-5, see the test above), so no CPU or thread count can flip a token
         assert ours_tokens[b].tolist() == want.tolist(), questions[b]
 
 

@@ -244,3 +244,4 @@ def test_plot_reads_metrics_and_a_resumed_run_overrides_repeated_steps(tmp_path)
     (tmp_path / "metrics.jsonl").write_text("\n".join(json.dumps(x) for x in lines) + "\n")
     rows = read_metrics(str(tmp_path / "metrics.jsonl"))
     assert list(rows) == [0, 1, 2] and rows[2] == {"step": 2, "reward": 9.0, "val_accuracy": 0.3}
+
