@@ -346,12 +346,13 @@ def test_default_model_32_samples_128_token_cot_on_cpu(default_model):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("mode", ["soft", "fuzzy"])
+@pytest.mark.parametrize("mode", ["soft", "fuzzy", "gumbel", "multiplex"])
 def test_bf16_update_gradient_equals_fp32_gradient(default_model, mode):
     """Rolled out and updated under bf16 autocast (CPU here, CUDA for users), the update's gradient must be the
     fp32 one of the same rollout. The default model has real embedding statistics (σ = 0.33 × RMS(E) ≈ 0.045)
-    and real logit margins; with Eq. 10's residual taken at the teacher-forced mean this fails (cosine ~0.5
-    soft, ~0 fuzzy: see precision.py)."""
+    and real logit margins; with Eq. 10's residual taken at the teacher-forced mean this fails (soft and fuzzy:
+    tools/precision.py, results/precision.md), and so does gumbel's density taken at the teacher-forced log p'
+    instead of the drawn one."""
     model, tok, prompt = default_model
     with torch.autocast("cpu", dtype=torch.bfloat16):
         r = generate(model, tok, [prompt], mode, samples_per_prompt=2, max_cot_tokens=24, seed=0)
