@@ -65,8 +65,9 @@ def test_parts_add_up_to_the_step_gradient(mode, answering_model, torch_one_thre
     assert torch.equal(whole[:E.numel()], step[0].flatten())                         # the embeddings come first
 
 
-@pytest.mark.parametrize("flags", [["--mode", "warm"], ["--mode", "soft", "--sigma", "0"], ["--mode", "hard", "--batches", "2"],
-                                   ["--mode", "hard", "--samples", "1"], ["--mode", "fuzzy", "--tau", "0"],
+@pytest.mark.parametrize("flags", [["--mode", "warm"], ["--mode", "soft", "--sigma", "0"],
+                                   ["--mode", "hard", "--batches", "2"], ["--mode", "hard", "--samples", "1"],
+                                   ["--mode", "fuzzy", "--tau", "0"],
                                    ["--mode", "hard", "--target-snr2", "0"], ["--mode", "hard", "--output", "x.txt"],
                                    ["--mode", "soft", "--sigma", "nan"]])
 def test_bad_flags_fail_in_one_line_before_loading(flags, monkeypatch, capsys):
@@ -83,10 +84,12 @@ def test_a_run_writes_consistent_tables(answering_model, tmp_path, torch_one_thr
     grad_snr.main(["--model", answering_model, "--mode", "soft", "--batches", "3", *TINY_RUN, "--output", str(out)])
     record = json.loads((tmp_path / "snr.json").read_text())
     rows = {(r["group"], r["part"]): r for r in record["rows"]}
-    assert len(rows) == 9 and "| transformer | whole |" in out.read_text() and "| all | cot |" in capsys.readouterr().out
+    assert len(rows) == 9 and "| transformer | whole |" in out.read_text()
+    assert "| all | cot |" in capsys.readouterr().out
     for part in ("cot", "answer", "whole"):   # norms and pair products add over the groups
         for key in ("mean_sq_norm", "signal"):
-            assert rows["all", part][key] == pytest.approx(rows["embeddings", part][key] + rows["transformer", part][key])
+            by_group = rows["embeddings", part][key] + rows["transformer", part][key]
+            assert rows["all", part][key] == pytest.approx(by_group)
     dots = torch.tensor(record["dots"])        # (groups, parts, parts, K, K): symmetric Gram matrices
     assert torch.allclose(dots, dots.permute(0, 2, 1, 4, 3), rtol=1e-12)
     assert rows["all", "whole"]["mean_sq_norm"] > 0

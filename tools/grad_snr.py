@@ -40,6 +40,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the repository root
 
+from checkpoint import atomic_write  # noqa: E402
 from config import DEFAULTS, MIN_SIGMA, finite_float  # noqa: E402
 from data import DATASET_DEFAULTS, FALLBACK_DEFAULTS, build_prompt, load_dataset, reward  # noqa: E402
 from default_model import resolve_model  # noqa: E402
@@ -204,14 +205,16 @@ def main(argv=None):
     except (ValueError, OSError, ImportError) as e:
         raise SystemExit(f"{args.dataset} / {args.model}: {e}") from None
     if len(train_set) < args.prompts:
-        raise SystemExit(f"the {args.dataset} training set has {len(train_set)} problems, fewer than --prompts {args.prompts}")
+        raise SystemExit(f"the {args.dataset} training set has {len(train_set)} problems, fewer than --prompts "
+                         f"{args.prompts}")
     device = "cuda" if torch.cuda.is_available() else "cpu"
     model = load_model(folder, device=device).eval()      # float32 weights, as train.py's (bf16 autocast on a GPU)
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device == "cuda" else nullcontext()
     batches = [step_problems(k, len(train_set), args.prompts, args.seed) for k in range(1, args.batches + 1)]
     used = [train_set[p] for b in batches for p in b]
     check_context([tok.encode_prompt(build_prompt(p.question, tok, args.prompt_format)) for p in used],
-                  [p.question for p in used], args.max_cot_tokens, DEFAULTS["max_answer_tokens"], model.cfg.max_seq_len, tok)
+                  [p.question for p in used], args.max_cot_tokens, DEFAULTS["max_answer_tokens"], model.cfg.max_seq_len,
+                  tok)
     E = model.embed_tokens.weight
     params = [E] + [p for p in model.parameters() if p is not E]
     slices = [slice(0, E.numel()), slice(E.numel(), sum(p.numel() for p in params))]   # GROUPS in the flat vector
@@ -241,22 +244,34 @@ def main(argv=None):
                               "accuracy": (rewards == 100).float().mean().item(),
                               "groups_with_signal": int(rewards.view(args.prompts, -1).std(1).gt(0).sum()),
                               "mean_cot_len": roll.cot_lens.float().mean().item(), "seconds": time.time() - t0})
-            print(f"batch {j + 1}/{K}: reward {per_batch[-1]['mean_reward']:.1f}, accuracy {per_batch[-1]['accuracy']:.2f}, "
-                  f"{per_batch[-1]['groups_with_signal']}/{args.prompts} groups with signal, "
-                  f"{per_batch[-1]['seconds']:.0f} s", file=sys.stderr)
+            last = per_batch[-1]
+            print(f"batch {j + 1}/{K}: reward {last['mean_reward']:.1f}, accuracy {last['accuracy']:.2f}, "
+                  f"{last['groups_with_signal']}/{args.prompts} groups with signal, {last['seconds']:.0f} s",
+                  file=sys.stderr)
     rows = figures(dots, n, args.target_snr2)
     out = (f"{setting}; mean reward {sum(b['mean_reward'] for b in per_batch) / K:.1f}, accuracy "
            f"{sum(b['accuracy'] for b in per_batch) / K:.3f}, groups with signal "
-           f"{sum(b['groups_with_signal'] for b in per_batch)}/{K * args.prompts}\n\n" + table(rows, n, args.target_snr2))
+           f"{sum(b['groups_with_signal'] for b in per_batch)}/{K * args.prompts}\n\n"
+           + table(rows, n, args.target_snr2))
     print(out)
     if args.output:
         command = "python tools/grad_snr.py " + shlex.join(argv)
-        with open(args.output, "w") as f:
-            f.write(f"`{command}` on {device}, torch {torch.__version__}, {torch.get_num_threads()} threads\n\n{out}\n")
-        with open(args.output[:-len(".md")] + ".json", "w") as f:
-            json.dump({"command": command, "settings": {k: v for k, v in vars(args).items() if k != "output"},
-                       "device": device, "rows": rows, "batches": per_batch, "groups": GROUPS, "parts": list(PARTS),
-                       "dots": dots.tolist()}, f, indent=1)
+        atomic_write(args.output, f"`{command}` on {device}, torch {torch.__version__}, {torch.get_num_threads()} "
+                     f"threads\n\n{out}\n")
+        result = {"command": command, "settings": {k: v for k, v in vars(args).items() if k != "output"},
+                  "device": device, "rows": rows, "batches": per_batch, "groups": GROUPS, "parts": list(PARTS),
+                  "dots": dots.tolist()}
+        atomic_write(args.output[:-len(".md")] + ".json", json.dumps(finite(result), indent=1, allow_nan=False))
+
+
+
+def finite(x):
+    """x with every inf and NaN replaced by None: JSON has neither (an SNR² of a non-positive cosine is inf)."""
+    if isinstance(x, dict):
+        return {k: finite(v) for k, v in x.items()}
+    if isinstance(x, list):
+        return [finite(v) for v in x]
+    return None if isinstance(x, float) and not math.isfinite(x) else x
 
 
 if __name__ == "__main__":
